@@ -7,7 +7,6 @@ variables of SURFACE.md override it; secrets come only from the environment. Eve
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +130,10 @@ class OpenAIConfig(_Model):
     max_retries: int = Field(2, ge=0, le=10)
     batch_api: bool = False
     batch_poll_minutes: int = Field(10, gt=0)
+    # Sent only when set: reasoning models refuse a temperature, and their token budget
+    # includes reasoning, so neither has a safe default for every model.
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_completion_tokens: int | None = Field(None, gt=0)
 
 
 class AnalysisConfig(_Model):
@@ -367,9 +370,3 @@ def default_config_path() -> Path:
     here = Path(__file__).resolve().parent
     repo = here.parent / "config.yaml"
     return repo if repo.exists() else here / "default_config.yaml"
-
-
-def consent_version(lang: str, texts: ConsentTexts) -> str:
-    """A short hash of the text a user is shown: a grant records the version they saw."""
-    h = hashlib.sha256(texts.text.encode("utf-8")).hexdigest()[:12]
-    return f"{lang}:{h}"
