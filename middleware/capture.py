@@ -140,6 +140,8 @@ class CaptureCore:
                 log.info("capture is on")
             self.ready = True
             self.last_check_error = None
+        except (redis.RedisError, OSError):
+            pass   # Redis away: capture keeps buffering on the last verdict; the flusher retries
         except CheckFailed as e:
             if self.last_check_error != str(e):
                 log.error("capture stays off: %s", e)
@@ -391,9 +393,10 @@ class CaptureCore:
         self.stats_local["batches"] += 1
 
     def _enqueue_job(self, pipe: redis.client.Pipeline, ids: list[str]) -> None:
-        from rq import Queue
+        from rq import Queue, Retry
         from rq.serializers import JSONSerializer
 
         q = Queue(self.config.redis.queue, connection=self.handle.sync, serializer=JSONSerializer)
+        # Retry: a job whose worker died (SIGKILL, OOM) is picked up again by RQ's registry cleanup.
         q.enqueue_call(PROCESS_JOB, args=(ids,), pipeline=pipe, timeout=self.config.workers.job_timeout_s,
-                       result_ttl=0, failure_ttl=7 * 86400)
+                       result_ttl=0, failure_ttl=7 * 86400, retry=Retry(max=5, interval=[30, 120, 600]))
