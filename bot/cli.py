@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     s.set_defaults(func=_dispatch("workers.worker", "cmd_worker"))
 
+    s = sub.add_parser("scheduler", help="enqueue the periodic jobs (scheduled processing, retention)")
+    s.set_defaults(func=_dispatch("workers.schedule", "cmd_scheduler"))
+
     s = sub.add_parser("process", help="process pending records now")
     s.add_argument("--max-items", type=_positive("--max-items"), default=100)
     s.set_defaults(func=_dispatch("workers.worker", "cmd_process"))

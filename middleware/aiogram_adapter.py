@@ -9,6 +9,7 @@ middleware adds every message the bot sends to that chat while the exchange is o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +18,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.methods import Response, TelegramMethod
 from aiogram.types import (
+    BufferedInputFile,
     CallbackQuery,
     ChatMemberUpdated,
     InlineKeyboardButton,
@@ -160,20 +162,37 @@ class AiogramCapture:
 
     async def _answer_command(self, bot: Bot, msg: Message, cmd: ConsentCommand) -> None:
         assert msg.from_user is not None
-        reply = await self.core.consent_action(self.channel, f"telegram:{msg.from_user.id}", cmd,
-                                               msg.from_user.language_code)
+        user_id = f"telegram:{msg.from_user.id}"
+        lang = msg.from_user.language_code
+        if cmd.action == "forget":   # erasure asks for a confirmation first
+            labels = self.core.texts.get(lang).labels
+            confirm = ConsentReply(labels.forget_confirm, ((labels.forget_yes, "forget"),
+                                                           (labels.forget_cancel, "cancel")))
+            await bot.send_message(msg.chat.id, confirm.text, reply_markup=_keyboard(confirm, CALLBACK_PREFIX))
+            return
+        if cmd.action == "mydata":
+            data = await self.core.my_data(user_id)
+            body = json.dumps(data, ensure_ascii=False, indent=2).encode()
+            await bot.send_document(msg.chat.id, BufferedInputFile(body, filename="mydata.json"),
+                                    caption=self.core.texts.get(lang).labels.mydata)
+            return
+        reply = await self.core.consent_action(self.channel, user_id, cmd, lang)
         await bot.send_message(msg.chat.id, reply.text, reply_markup=_keyboard(reply, CALLBACK_PREFIX))
 
     async def _answer_button(self, bot: Bot, cq: CallbackQuery) -> None:
         action = (cq.data or "")[len(CALLBACK_PREFIX):]
-        if action not in ("yes", "no"):
+        chat_id = cq.message.chat.id if cq.message is not None else cq.from_user.id
+        if action == "cancel":
+            await bot.answer_callback_query(cq.id)
+            await bot.send_message(chat_id, self.core.texts.get(cq.from_user.language_code).labels.forget_cancelled)
+            return
+        if action not in ("yes", "no", "forget"):
             await bot.answer_callback_query(cq.id)
             return
         reply = await self.core.consent_action(self.channel, f"telegram:{cq.from_user.id}",
                                                ConsentCommand(action, mechanism="button"),
                                                cq.from_user.language_code)
         await bot.answer_callback_query(cq.id)
-        chat_id = cq.message.chat.id if cq.message is not None else cq.from_user.id
         await bot.send_message(chat_id, reply.text)
 
     async def _on_member_update(self, upd: ChatMemberUpdated) -> None:

@@ -273,6 +273,21 @@ class CaptureCore:
                                 else labels.declined, erased=erased)
         raise ValueError(f"unknown consent action {cmd.action!r}")
 
+    async def my_data(self, user_id: str) -> dict[str, Any]:
+        """GDPR access (Art. 15/20): the user's consent events and stored, anonymized records."""
+        pseudonym = self.pseudonymize(user_id)
+        loop = asyncio.get_running_loop()
+
+        def read() -> dict[str, Any]:
+            ids = self.store.user_record_ids(pseudonym)
+            recs = [r.public() for r in self.store.get_many(ids) if r is not None]
+            c = self.store.consent(pseudonym)
+            return {"user_id": pseudonym, "consent": {"active": c.active, "version": c.version,
+                                                      "lang": c.lang, "mechanism": c.mechanism},
+                    "consent_events": self.store.consent_events(pseudonym), "records": recs}
+
+        return await loop.run_in_executor(None, read)
+
     async def withdraw(self, pseudonym: str, mechanism: str) -> dict[str, int]:
         loop = asyncio.get_running_loop()
         buffered = self.erase_local(pseudonym)

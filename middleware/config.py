@@ -55,6 +55,11 @@ class ConsentTexts(_Model):
     withdrawn: str = Field(min_length=1)
     status_on: str = Field(min_length=1)
     status_off: str = Field(min_length=1)
+    forget_confirm: str = "Erase every message of yours that we stored, and stop storing new ones?"
+    forget_yes: str = "Yes, erase"
+    forget_cancel: str = "Cancel"
+    forget_cancelled: str = "Nothing was erased."
+    mydata: str = "Your consent events and the (anonymized) messages we store."
 
 
 class ConsentKeywords(_Model):
@@ -116,6 +121,14 @@ class IntentConfig(_Model):
     name: str
     description: str = ""
     cues: dict[str, list[str]] = Field(default_factory=dict, description="cue words per language")
+    # Optional, read by the offline rules analyzer: cue tiers (one strong cue decides; weak cues
+    # only tip a balance), the tie-break rank (lower wins; default: list order) and a role.
+    strong_cues: dict[str, list[str]] = Field(default_factory=dict, description="decisive cues per language")
+    weak_cues: dict[str, list[str]] = Field(default_factory=dict, description="ambiguous cues per language")
+    priority: int | None = Field(None, description="tie-break rank for the rules analyzer, lower wins")
+    role: Literal["order", "question", "greeting", "fallback"] | None = Field(
+        None, description="order: a bare spec line; question: a bare spec question; "
+        "greeting: only hello/thanks/bye; fallback: nothing recognized")
 
 
 class ProductConfig(_Model):
@@ -144,6 +157,16 @@ class AnalysisConfig(_Model):
     incoterms: dict[str, list[str]] = Field(default_factory=dict, description="code -> aliases")
     destinations: list[str] = Field(default_factory=list)
     glaseo_max: int = Field(50, ge=0, le=100)
+    # Optional vocabulary of the rules analyzer (defaults cover Spanish and English).
+    glaze_words: list[str] = Field(default_factory=lambda: ["glaseo", "glaze", "glazing", "glaseado"])
+    glaze_exclusions: list[str] = Field(
+        default_factory=lambda: ["anticipo", "adelanto", "advance", "deposit", "descuento", "discount"],
+        description="words that make a percentage an advance or a discount, never a glaze")
+    quantity_units: list[str] = Field(
+        default_factory=lambda: ["contenedores", "contenedor", "containers", "container", "FCL", "FCLs",
+                                 "toneladas", "TM", "MT", "tons", "kg", "lbs", "cajas", "cases", "masters",
+                                 "cartons"],
+        description="units of an ordered amount (packing such as 10x2kg is never a quantity)")
     openai: OpenAIConfig = OpenAIConfig()
     system_prompt: str = ""
 

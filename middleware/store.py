@@ -155,6 +155,31 @@ return status
 """
 
 
+# Erase given records (retention): pending ones count as discarded, stored ones as erased.
+# ARGV: prefix, id... Returns {discarded, erased}.
+ERASE_RECORDS_LUA = r"""
+local p = ARGV[1]
+local discarded, erased = 0, 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local rk = p .. 'r:' .. id
+  local h = redis.call('HMGET', rk, 's', 'u')
+  if h[1] then
+    if h[1] == 'pending' then discarded = discarded + 1 else erased = erased + 1 end
+    redis.call('SREM', p .. 'status:' .. h[1], id)
+    redis.call('ZREM', p .. 'u:' .. h[2], id)
+    redis.call('DEL', rk)
+    redis.call('DEL', p .. 'review:claim:' .. id)
+  end
+  redis.call('ZREM', p .. 'idx:time', id)
+end
+if discarded > 0 then redis.call('HINCRBY', p .. 'stats', 'discarded', discarded) end
+if erased > 0 then redis.call('HINCRBY', p .. 'stats', 'erased', erased) end
+redis.call('HINCRBY', p .. 'stats', 'purged', discarded + erased)
+return {discarded, erased}
+"""
+
+
 @dataclass(frozen=True)
 class ConsentRecord:
     """A user's consent as stored (times in epoch ms)."""
@@ -195,6 +220,7 @@ class Store:
         self._grant = client.register_script(GRANT_LUA)
         self._withdraw = client.register_script(WITHDRAW_LUA)
         self._route = client.register_script(ROUTE_LUA)
+        self._erase_records = client.register_script(ERASE_RECORDS_LUA)
 
     # capture --------------------------------------------------------------------------------
     def flush_args(self, day: str, items: list[dict[str, Any]]) -> list[str]:
@@ -249,6 +275,13 @@ class Store:
         for i in ids:
             pipe.hgetall(self.keys.record(i))
         return [from_hash(i, h) for i, h in zip(ids, pipe.execute(), strict=True)]
+
+    def erase_records(self, ids: list[str]) -> tuple[int, int]:
+        """Erase these records (retention); returns (discarded, erased)."""
+        if not ids:
+            return 0, 0
+        d, e = self._erase_records(keys=[], args=[self.keys.prefix, *ids])
+        return int(d), int(e)
 
     def user_record_ids(self, pseudonym: str) -> list[str]:
         return [i.decode() for i in self.r.zrange(self.keys.user_index(pseudonym), 0, -1)]

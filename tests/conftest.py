@@ -106,7 +106,7 @@ def env(tmp_path: Path, redis_url: str) -> Env:
 
 @pytest.fixture
 async def botapi() -> AsyncIterator[Any]:
-    from tests.botapi_stub import BotAPIStub
+    from bot.standins.botapi import BotAPIStub
 
     async with BotAPIStub() as stub:
         yield stub

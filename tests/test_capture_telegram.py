@@ -13,7 +13,7 @@ from rq.serializers import JSONSerializer
 
 from middleware.keys import Keys
 from middleware.record import from_hash
-from tests.botapi_stub import callback_update, message_update
+from bot.standins.botapi import callback_update, message_update
 from tests.harness import all_values, counters, fake, feed, make_bot, shop_router, wait_until
 
 
@@ -235,4 +235,56 @@ async def test_consent_text_language(botapi, config, env, lang, expected):
     await feed(dp, bot, message_update(321, "hi", lang=lang))
     await wait_until(lambda: len(botapi.sent()) >= 2)
     assert expected in botapi.sent()[-1]["text"]
+    await cap.close()
+
+
+async def test_forget_asks_to_confirm_then_erases(botapi, config, env, rconn, prefix):
+    dp, bot, cap = await make_bot(botapi, config, env)
+    await grant(dp, bot, 606)
+    await feed(dp, bot, message_update(606, "precio HLSO 16/20"))
+    await cap.flush()
+    assert len(records_of(rconn, prefix)) == 1
+    await feed(dp, bot, message_update(606, "/forget"))
+    ask = botapi.sent()[-1]
+    assert "Borramos" in ask["text"] and "tuneloop:forget" in json.dumps(ask["reply_markup"])
+    assert len(records_of(rconn, prefix)) == 1          # nothing happens before the confirmation
+    await feed(dp, bot, callback_update(606, "tuneloop:cancel"))
+    assert len(records_of(rconn, prefix)) == 1
+    await feed(dp, bot, callback_update(606, "tuneloop:forget"))
+    assert records_of(rconn, prefix) == []
+    assert not cap.core.store.consent(cap.pseudonymize("telegram:606")).active
+    await cap.close()
+
+
+async def test_mydata_sends_exactly_the_users_own_data(botapi, config, env, rconn, prefix):
+    dp, bot, cap = await make_bot(botapi, config, env)
+    await grant(dp, bot, 707)
+    await grant(dp, bot, 708)
+    await feed(dp, bot, message_update(707, "precio HOSO 20/30"))
+    await feed(dp, bot, message_update(708, "otro usuario, PD 41/50"))
+    await cap.flush()
+    data = await cap.core.my_data("telegram:707")
+    assert [r["content"] for r in data["records"]] == ["precio HOSO 20/30"]
+    assert [e["event"] for e in data["consent_events"]] == ["grant"]
+    await feed(dp, bot, message_update(707, "/mydata"))
+    assert botapi.sent("sendDocument")
+    await cap.close()
+
+
+async def test_blocking_the_bot_withdraws(botapi, config, env, rconn, prefix):
+    import time
+
+    dp, bot, cap = await make_bot(botapi, config, env)
+    await grant(dp, bot, 809)
+    await feed(dp, bot, message_update(809, "precio HLSO"))
+    await cap.flush()
+    user = {"id": 809, "is_bot": False, "first_name": "Ana"}
+    upd = {"update_id": 99999, "my_chat_member": {
+        "chat": {"id": 809, "type": "private"}, "from": user, "date": int(time.time()),
+        "old_chat_member": {"status": "member", "user": {"id": 123456, "is_bot": True, "first_name": "b"}},
+        "new_chat_member": {"status": "kicked", "until_date": 0,
+                            "user": {"id": 123456, "is_bot": True, "first_name": "b"}}}}
+    await feed(dp, bot, upd)
+    assert await wait_until(lambda: not cap.core.store.consent(cap.pseudonymize("telegram:809")).active, 3)
+    assert records_of(rconn, prefix) == []
     await cap.close()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from middleware.config import Env
-from tests.botapi_stub import message_update
+from bot.standins.botapi import message_update
 from tests.conftest import ROOT, SECRET, OwnRedis, make_config
 from tests.harness import feed, make_bot, wait_until
 

@@ -13,7 +13,7 @@ from rq.serializers import JSONSerializer
 from middleware.config import Env
 from middleware.redis_conn import connect
 from tests.conftest import SECRET
-from tests.openai_stub import OpenAIStub
+from bot.standins.openai_api import OpenAIStub
 from tests.records import seed
 from workers.analyzers.base import make_analyzer
 from workers.runtime import Runtime
@@ -172,3 +172,24 @@ def test_records_keep_qa_reasons_and_json_roundtrip(rt):
     assert recs[2].status == "rejected" and "duplicate" in recs[2].qa_errors
     for r in recs:
         json.dumps(r.public())
+
+
+def test_batch_api_mode_submits_polls_and_resubmits_expired(config, openai_env):
+    from workers.batches import poll_all
+
+    stub, e = openai_env
+    config.analysis.openai.batch_api = True
+    rt = openai_rt(config, e)
+    ids = seed(rt.store, users(rt, 2), 6)
+    stub.batch_item_faults = {ids[0]: "expired"}
+    p = Processor(rt, make_analyzer(rt.config, e))
+    assert p.process(ids).processed == 0          # submitted, not analyzed yet
+    assert rt.handle.sync.hlen(rt.keys.batches) == 1
+    out = p._run(poll_all(p))
+    assert out["processed"] == 5
+    assert rt.handle.sync.hlen(rt.keys.batches) == 1   # the expired request went out again
+    stub.batch_item_faults = {}
+    out = p._run(poll_all(p))
+    assert out["processed"] == 1 and rt.handle.sync.hlen(rt.keys.batches) == 0
+    s = sums_hold(rt)
+    assert s["analyzed"] == 6 and s["queue_size"] == 0

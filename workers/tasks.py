@@ -69,27 +69,41 @@ class Processor:
             return self._loop.run_until_complete(coro)
         raise RuntimeError("Processor.process is synchronous; call it from a thread")
 
+    def load_pending(self, ids: list[str]) -> list[Record]:
+        """The records still pending (gone or already routed ones are skipped, counted by nobody)."""
+        return [r for r in self.rt.store.get_many(ids) if r is not None and r.status == "pending"]
+
     def process(self, ids: list[str]) -> Results:
-        res = Results()
-        recs = [r for r in self.rt.store.get_many(ids) if r is not None and r.status == "pending"]
+        recs = self.load_pending(ids)
         if not recs:
-            return res
+            return Results()
+        if self.batch_mode:
+            from .batches import submit
+
+            self._run(submit(self, recs))
+            return Results()
         outcomes: list[Outcome] = self._run(self.analyzer.analyze_batch([r.content for r in recs]))
+        return self.apply(recs, outcomes)
+
+    @property
+    def batch_mode(self) -> bool:
+        return self.rt.config.analysis.openai.batch_api and self.analyzer.name == "openai"
+
+    def apply(self, recs: list[Record], outcomes: list[Outcome]) -> Results:
+        """QA and routing of analyzed records, one pipeline; transient ones are listed for later."""
+        res = Results()
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         now = iso_z(time.time())
         pipe = self.rt.handle.sync.pipeline(transaction=False)
-        routed: list[Record] = []
         for rec, out in zip(recs, outcomes, strict=True):
             try:
                 if out.kind == "transient":
                     res.retry_later.append(rec.id)
                     continue
                 self._route(pipe, rec, out, day, now)
-                routed.append(rec)
             except Exception as e:   # one bad record: to review with the reason, never lost
                 log.exception("QA failed on record %s", rec.id)
                 self._route_error(pipe, rec, f"qa_error:{type(e).__name__}", day, now)
-                routed.append(rec)
         for status in pipe.execute():
             s = status.decode() if isinstance(status, bytes) else status
             if s in ("approved", "rejected", "needs_review"):

@@ -27,13 +27,15 @@ class BotAPIStub:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.delay = 0.0
+        self.record = True
+        self.port = 0
 
     async def __aenter__(self) -> BotAPIStub:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("POST", "/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}"
@@ -56,7 +58,8 @@ class BotAPIStub:
             params = await request.json()
         else:
             params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        self.calls.append((method, params))
+        if self.record:
+            self.calls.append((method, params))
         if self.delay:
             import asyncio
 
@@ -117,3 +120,27 @@ def callback_update(user_id: int, data: str, chat_id: int | None = None) -> dict
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj)
+
+
+def main() -> None:
+    """Run the stand-in on its own (a separate process, so its work is not the bot's):
+    prints its base URL on the first line of stdout."""
+    import argparse
+    import asyncio
+    ap = argparse.ArgumentParser(description="local Telegram Bot API stand-in")
+    ap.add_argument("--port", type=int, default=0)
+    a = ap.parse_args()
+
+    async def run() -> None:
+        stub = BotAPIStub()
+        stub.record = False
+        stub.port = a.port
+        async with stub:
+            print(stub.base_url, flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""`tuneloop bench`: the performance figures, measured in one run on this machine.
+
+Redis from REDIS_URL (embedded when unset), under a key prefix of the bench's own that is removed
+afterwards. Messages are synthetic (Faker), with personal data in them, so it runs anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from middleware.config import Config, Env, load_config, load_env
+from middleware.redis_conn import connect
+
+
+# ------------------------------------------------------------------------------------ data
+
+def synthetic_messages(n: int, seed: int = 7) -> list[str]:
+    """Chat messages like a shrimp exporter's customers write, with personal data in many."""
+    from faker import Faker
+
+    fk = Faker(["es_ES", "es_MX", "en_US", "pt_BR"])
+    Faker.seed(seed)
+    templates = [
+        "Hola, necesito proforma {q} contenedores HLSO {s} con 20% glaseo, mi cel {phone}",
+        "precio HOSO {s} CFR Miami? escríbeme a {email}",
+        "Buenos días, soy {name}, quiero cotizar PD {s} FOB Guayaquil",
+        "la transferencia sale de la cuenta {acct}, saludos {name}",
+        "please send the quote for EZ PEEL {s} 10% glaze to {email} or call {phone}",
+        "entregar en {addr}, RUC del consignatario {ruc}",
+        "cuándo zarpa el contenedor para Rotterdam? gracias",
+        "tienen P&D {s} disponible para marzo? 2.000 cajas de 10 x 2 kg",
+    ]
+    sizes = ["16/20", "21/25", "26/30", "31/35", "41/50", "U10"]
+    out = []
+    for i in range(n):
+        t = templates[i % len(templates)]
+        out.append(t.format(q=1 + i % 5, s=sizes[i % len(sizes)], phone=f"09{fk.msisdn()[:8]}",
+                            email=fk.email(), name=fk.name(), acct=fk.bban(), addr=fk.street_address(),
+                            ruc="1790011674001"))
+    return out
+
+
+# ------------------------------------------------------------------------------------ capture
+
+def _start_botapi() -> tuple[subprocess.Popen[str], str]:
+    """The Bot API stand-in in a process of its own: its work is not the bot's."""
+    p = subprocess.Popen([sys.executable, "-m", "bot.standins.botapi"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    url = p.stdout.readline().strip()
+    if not url.startswith("http"):
+        p.kill()
+        raise RuntimeError("the Bot API stand-in did not start")
+    return p, url
+
+
+async def _capture_overhead(config: Config, env: Env, n: int, rounds: int) -> dict[str, float]:
+    from aiogram import Bot, Dispatcher, Router
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.types import Message, Update
+
+    from bot.standins.botapi import TOKEN, message_update
+    from middleware import TrainingCapture
+
+    proc, url = _start_botapi()
+    try:
+        def make_dp() -> Dispatcher:
+            router = Router()
+
+            @router.message()
+            async def answer(message: Message) -> None:
+                await message.answer(f"¡Perfecto! Recibido, {len(message.text or '')} caracteres.")
+
+            dp = Dispatcher()
+            dp.include_router(router)
+            return dp
+
+        bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(url)))
+        plain = make_dp()
+        captured = make_dp()
+        cap = TrainingCapture(config, env)
+        cap.setup(captured)
+        await cap.start()
+        for _ in range(200):
+            if cap.core.ready:
+                break
+            await asyncio.sleep(0.05)
+        await cap.core.cache.wait_subscribed()
+        users = list(range(10_000, 10_050))
+        for u in users:
+            await captured.feed_update(bot, Update.model_validate(message_update(u, "/consent yes"),
+                                                                  context={"bot": bot}))
+        texts = synthetic_messages(n)
+        updates = [Update.model_validate(message_update(users[i % len(users)], t), context={"bot": bot})
+                   for i, t in enumerate(texts)]
+
+        async def run(dp: Dispatcher) -> float:
+            t0 = time.perf_counter()
+            for u in updates:
+                await dp.feed_update(bot, u)
+            return (time.perf_counter() - t0) / len(updates)
+
+        await run(plain)      # warm-up: connections, caches
+        await run(captured)
+        await cap.flush(60)
+        base, withc = [], []
+        for _ in range(rounds):
+            base.append(await run(plain))
+            withc.append(await run(captured))
+        await cap.flush(60)
+        stall = await _loop_stall(captured, bot, users, config.capture.max_length)
+        written = cap.core.stats_local["written"]
+        await cap.close()
+        await bot.session.close()
+        b, w = statistics.median(base), statistics.median(withc)
+        return {"update_ms_without": b * 1000, "update_ms_with": w * 1000,
+                "capture_overhead_ratio": w / b, "max_loop_stall_ms": stall, "records_written": written}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def _loop_stall(dp: Any, bot: Any, users: list[int], length: int) -> float:
+    """The longest event-loop stall while capturing messages at the length bound (replies too)."""
+    from aiogram import Router
+    from aiogram.types import Message, Update
+
+    from bot.standins.botapi import message_update
+
+    long_reply = ("Claro, te confirmo los detalles del pedido. " * 60)[:length]
+    router = Router()
+
+    @router.message()
+    async def answer(message: Message) -> None:  # a second reply, as long as the bound
+        await message.answer(long_reply)
+
+    dp.include_router(router)
+    texts = [(t * 40)[:length] for t in synthetic_messages(50, seed=11)]
+    worst = 0.0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not stop:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - t0 - 0.001)
+
+    tick = asyncio.get_running_loop().create_task(ticker())
+    for i, t in enumerate(texts * 4):
+        u = Update.model_validate(message_update(users[i % len(users)], t), context={"bot": bot})
+        await dp.feed_update(bot, u)
+    await asyncio.sleep(0.5)   # the writer drains while the ticker watches
+    stop = True
+    await tick
+    return worst * 1000
+
+
+# ------------------------------------------------------------------------------------ anonymizer
+
+def _anonymizer_throughput(config: Config, n: int) -> dict[str, float]:
+    from middleware.anonymizer import Anonymizer
+
+    anon = Anonymizer.from_config(config)
+    texts = synthetic_messages(n, seed=3)
+    for t in texts[:200]:
+        anon.anonymize(t)
+    t0 = time.perf_counter()
+    for t in texts:
+        anon.anonymize(t)
+    dt = time.perf_counter() - t0
+    long = (" ".join(texts))[: config.capture.max_length]
+    times = []
+    for _ in range(50):
+        t1 = time.perf_counter()
+        anon.anonymize(long)
+        times.append(time.perf_counter() - t1)
+    return {"anonymizer_msgs_per_s": n / dt, "anonymizer_2000_chars_ms": statistics.median(times) * 1000}
+
+
+# ------------------------------------------------------------------------------------ driver
+
+Figure = Callable[[], dict[str, Any]]
+
+
+def run_bench(quick: bool = False) -> dict[str, Any]:
+    env = load_env()
+    tmp = None
+    if not env.redis_url:
+        tmp = tempfile.mkdtemp(prefix="tuneloop-bench-")
+        env = env.model_copy(update={"data_dir": Path(tmp)})
+    if not env.secret:
+        env = env.model_copy(update={"secret": "bench-" + uuid.uuid4().hex})
+    config = load_config(None)
+    prefix = f"tlbench{uuid.uuid4().hex[:8]}:"
+    config.redis.prefix = prefix
+    config.redis.queue = prefix.rstrip(":") + "-q"
+    config.workers.mode = "on_demand"   # the capture bench measures capture, not workers
+    handle = connect(env)
+    out: dict[str, Any] = {"redis": "embedded" if env.embedded_redis else "REDIS_URL", "quick": quick}
+    try:
+        out.update(asyncio.run(_capture_overhead(config, env, 300 if quick else 2000, 1 if quick else 5)))
+        out.update(_anonymizer_throughput(config, 2000 if quick else 20_000))
+        for extra in _extras():
+            out.update(extra(config, env, handle, quick))
+    finally:
+        _cleanup(handle.sync, prefix, config.redis.queue)
+    return out
+
+
+def _extras() -> list[Callable[..., dict[str, Any]]]:
+    """Figures owned by other modules (workers, export), when present."""
+    found = []
+    for mod, fn in (("workers.bench", "worker_figures"), ("workers.bench", "export_figures")):
+        try:
+            m = __import__(mod, fromlist=[fn])
+            found.append(getattr(m, fn))
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
+def _cleanup(client: Any, prefix: str, queue: str) -> None:
+    for pattern in (f"{prefix}*", f"rq:*{queue}*"):
+        batch = []
+        for k in client.scan_iter(match=pattern, count=5000):
+            batch.append(k)
+            if len(batch) >= 5000:
+                client.delete(*batch)
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+
+
+TARGETS = {
+    "capture_overhead_ratio": ("<=", 2.0), "max_loop_stall_ms": ("<=", 5.0),
+    "anonymizer_msgs_per_s": (">=", 15_000), "worker_offline_records_per_s": (">=", 5_000),
+    "worker_openai_records_per_s": (">=", 100), "export_records_per_s": (">=", 50_000),
+    "export_peak_rss_mb": ("<=", 200),
+}
+
+
+def print_table(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="tuneloop bench")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("target")
+    for k, v in res.items():
+        if isinstance(v, float):
+            val = f"{v:,.2f}" if v < 1000 else f"{v:,.0f}"
+        else:
+            val = str(v)
+        target = " ".join(str(x) for x in TARGETS[k]) if k in TARGETS else ""
+        t.add_row(k, val, target)
+    Console().print(t)
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    res = run_bench(quick=a.quick)
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_table(res)
+    return 0
