@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from prometheus_client import CollectorRegistry, Histogram
 
 from .config import Config, Env
 from .consent import ConsentCache, ConsentCommand, ConsentText, ConsentTextBook
@@ -59,6 +60,16 @@ class _Item:
     built: dict[str, Any] | None = None   # the flush item, once anonymized (kept across retries)
 
 
+def detector_version(anonymizer: Any) -> str | None:
+    """The detector version a record is scanned with (custom anonymizers may carry their own)."""
+    v = getattr(anonymizer, "version", None)
+    if v is None:
+        from .anonymizer import DETECTOR_VERSION
+
+        v = DETECTOR_VERSION
+    return str(v)
+
+
 def _safe_reason(e: BaseException) -> str:
     """An error's reason without any payload: Redis replies never echo values, but cut anyway."""
     return str(e).splitlines()[0][:120] if str(e) else ""
@@ -91,6 +102,12 @@ class CaptureCore:
         self._started = False
         self._closing = False
         self.stats_local = {"dropped": 0, "capture_errors": 0, "written": 0, "batches": 0}
+        # Per-core registry: several cores in one process (tests, two bots) never collide.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.capture_seconds = Histogram(
+            "tuneloop_capture_seconds", "time tuneloop spends on the event loop per message",
+            registry=self.registry,
+            buckets=(0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05))
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -158,39 +175,51 @@ class CaptureCore:
                     known_names: tuple[str, ...] = (), metadata: dict[str, Any] | None = None,
                     lang_hint: str | None = None) -> Decision:
         """Decide about one incoming message. Never raises."""
+        t0 = time.perf_counter()
         try:
-            if not self.config.capture.enabled or text is None:
-                return Decision()
-            if not self._started:
-                await self.start()
-            pseudonym = self.pseudonymize(user_id)
-            self._seen.add(pseudonym)
-            try:
-                rec = await self.cache.get(pseudonym)
-            except (redis.RedisError, OSError, TimeoutError):
-                return Decision()   # consent unknown while Redis is away: capture nothing new
-            ask = self._should_ask(rec, lang_hint)
-            if not self.ready or not self._captures(rec):
-                return Decision(ask=ask)
-            now = int(time.time() * 1000)
-            ccfg = self.config.capture
-            # the length bound is checked before any other work
-            if (len(text) > ccfg.max_length or not text.strip()
-                    or any(text.startswith(p) for p in ccfg.command_prefixes)):
-                self._enqueue(_Item("f", pseudonym, now))
-                return Decision(ask=ask)
-            meta = dict(metadata or {})
-            meta.setdefault("lang", rec.lang or self.texts.lang_for(lang_hint))
-            ex = Exchange(channel=channel, pseudonym=pseudonym, chat_key=str(chat_key), text=text,
-                          known_names=tuple(n for n in known_names if n), metadata=meta,
-                          consent_version=rec.version, captured_ms=now)
-            return Decision(exchange=ex, ask=ask)
+            d = await self._begin(channel, user_id, chat_key, text, known_names, metadata, lang_hint)
         except Exception:
             self._count_error("begin")
+            d = Decision()
+        if d.exchange is not None:
+            d.exchange.spent = time.perf_counter() - t0
+        else:
+            self.capture_seconds.observe(time.perf_counter() - t0)
+        return d
+
+    async def _begin(self, channel: str, user_id: str, chat_key: str | int, text: str | None,
+                     known_names: tuple[str, ...], metadata: dict[str, Any] | None,
+                     lang_hint: str | None) -> Decision:
+        if not self.config.capture.enabled or text is None:
             return Decision()
+        if not self._started:
+            await self.start()
+        pseudonym = self.pseudonymize(user_id)
+        self._seen.add(pseudonym)
+        try:
+            rec = await self.cache.get(pseudonym)
+        except (redis.RedisError, OSError, TimeoutError):
+            return Decision()   # consent unknown while Redis is away: capture nothing new
+        ask = self._should_ask(rec, lang_hint)
+        if not self.ready or not self._captures(rec):
+            return Decision(ask=ask)
+        now = int(time.time() * 1000)
+        ccfg = self.config.capture
+        # the length bound is checked before any other work
+        if (len(text) > ccfg.max_length or not text.strip()
+                or any(text.startswith(p) for p in ccfg.command_prefixes)):
+            self._enqueue(_Item("f", pseudonym, now))
+            return Decision(ask=ask)
+        meta = dict(metadata or {})
+        meta.setdefault("lang", rec.lang or self.texts.lang_for(lang_hint))
+        ex = Exchange(channel=channel, pseudonym=pseudonym, chat_key=str(chat_key), text=text,
+                      known_names=tuple(n for n in known_names if n), metadata=meta,
+                      consent_version=rec.version, captured_ms=now)
+        return Decision(exchange=ex, ask=ask)
 
     def seal(self, ex: Exchange) -> None:
         """The handler returned: the exchange is complete; buffer it. Never raises."""
+        t0 = time.perf_counter()
         try:
             if ex.sealed:
                 return
@@ -198,6 +227,7 @@ class CaptureCore:
             self._enqueue(_Item("r", ex.pseudonym, ex.captured_ms, exchange=ex))
         except Exception:
             self._count_error("seal")
+        self.capture_seconds.observe(ex.spent + time.perf_counter() - t0)
 
     def _enqueue(self, item: _Item) -> None:
         if len(self._buf) >= self.config.capture.buffer_max:
@@ -371,7 +401,7 @@ class CaptureCore:
                      content=res.text, original_length=len(ex.text), reply=replies,
                      pii={k: res.counts.get(k, 0) for k in PII_TYPES}, metadata=ex.metadata,
                      consent_version=ex.consent_version, captured_at=iso_z(ex.captured_ms / 1000),
-                     detector_version=getattr(self.anonymizer, "version", None))
+                     detector_version=detector_version(self.anonymizer))
 
         f = capture_fields(rec)
         item.exchange = None   # the raw text is no longer kept

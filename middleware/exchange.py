@@ -24,6 +24,7 @@ class Exchange:
     captured_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     replies: list[str] = field(default_factory=list)
     sealed: bool = False
+    spent: float = 0.0              # seconds tuneloop spent on this exchange so far (metrics)
 
     def add_reply(self, chat_key: str | int | None, text: str | None) -> None:
         """A message the bot sent while handling this one; other chats are not this exchange."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from middleware.capture import detector_version
 from middleware.record import Record, capture_fields, iso_z, result_field
 
 from .analyzers.base import Analyzer, Outcome, make_analyzer
@@ -113,7 +114,7 @@ class Processor:
 
     def _route(self, pipe: Any, rec: Record, out: Outcome, day: str, now: str) -> None:
         cfg = self.rt.config
-        version = getattr(self.anonymizer, "version", None)
+        version = detector_version(self.anonymizer)
         if out.kind == "ok" and out.analysis is not None:
             analysis = dict(out.analysis)
             analysis.pop("multi", None)
