@@ -23,7 +23,6 @@ from typing import Any
 from middleware.config import Config, Env, load_config, load_env
 from middleware.redis_conn import connect
 
-
 # ------------------------------------------------------------------------------------ data
 
 def synthetic_messages(n: int, seed: int = 7) -> list[str]:

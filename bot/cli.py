@@ -113,9 +113,8 @@ def cmd_stats(a: argparse.Namespace) -> int:
 
 
 def cmd_anonymize(a: argparse.Namespace) -> int:
-    from middleware.anonymizer.stream import anonymize_lines
-
     from middleware.anonymizer import Anonymizer
+    from middleware.anonymizer.stream import anonymize_lines
     from middleware.config import load_config
 
     anon = Anonymizer.from_config(load_config(None))

@@ -130,6 +130,10 @@ class CaptureCore:
             ok = await self._write_some()
             if not ok:
                 await asyncio.sleep(0.1)
+        with contextlib.suppress(Exception):
+            # The flusher may have a batch on the writer thread right now (already out of the
+            # buffer): wait for it. One thread, FIFO, so this no-op runs after that write.
+            await asyncio.get_running_loop().run_in_executor(self._exec, time.sleep, 0)
         return not self._buf
 
     async def close(self) -> None:
@@ -138,9 +142,8 @@ class CaptureCore:
             await self.flush()
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
         self._tasks.clear()
         await self.cache.stop()
         self._exec.shutdown(wait=True)

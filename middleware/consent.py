@@ -195,8 +195,7 @@ class ConsentCache:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5.0)
             self._task = None
         self._subscribed.clear()
 
@@ -210,8 +209,11 @@ class ConsentCache:
                 self._cache.clear()  # changes may have been missed while unsubscribed
                 self._subscribed.set()
                 delay = 0.2
-                async for msg in pubsub.listen():
-                    if msg.get("type") != "message":
+                # get_message, not listen(): an abandoned listen() async generator is finalized
+                # at loop shutdown, where it can hang on the closed connection.
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if msg is None or msg.get("type") != "message":
                         continue
                     try:
                         data = json.loads(msg["data"])
@@ -227,7 +229,8 @@ class ConsentCache:
                 # its write, so a stale entry can delay nothing worse than a refused write.
                 self._subscribed.clear()
                 if pubsub is not None:
+                    # bounded: closing a connection to a dead server must not hold up shutdown
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                        await asyncio.wait_for(pubsub.aclose(), 2.0)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

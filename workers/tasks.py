@@ -68,6 +68,7 @@ class Processor:
             if self._loop is None or self._loop.is_closed():
                 self._loop = asyncio.new_event_loop()
             return self._loop.run_until_complete(coro)
+        coro.close()
         raise RuntimeError("Processor.process is synchronous; call it from a thread")
 
     def load_pending(self, ids: list[str]) -> list[Record]:

@@ -11,10 +11,10 @@ import json
 import time
 from typing import Any
 
-from aiohttp import web
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
 
 TOKEN = "123456:TEST-token-for-local-stand-in"
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "Camaron Bot", "username": "camaron_bot"}
