@@ -138,7 +138,7 @@ class ProductConfig(_Model):
 
 class OpenAIConfig(_Model):
     model: str = "gpt-4o-mini"
-    concurrency: int = Field(8, gt=0, le=256)
+    concurrency: int = Field(64, gt=0, le=256)
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
     batch_api: bool = False
@@ -214,6 +214,10 @@ class ExportConfig(_Model):
     user_label: str = "Usuario"
     assistant_label: str = "Asistente"
     max_tokens_per_example: int = Field(65_536, gt=0)
+    nlu_system_prompt: str = Field("", description="system message of nlu lines; empty: analysis.system_prompt")
+    fine_tune_model: str = Field("gpt-4o-mini-2024-07-18", min_length=1, description="base model of --upload jobs")
+    fine_tune_suffix: str | None = Field("tuneloop", max_length=64, description="suffix of the fine-tuned model's name")
+    history_keep: int = Field(100, gt=0, description="export summaries kept in the history list")
 
 
 class GDPRConfig(_Model):

@@ -117,16 +117,13 @@ def residue(rec: Record, anonymizer: Any) -> tuple[str | None, list[str] | None]
 CHECKS: tuple[Check, ...] = (check_schema, check_length)
 
 
-def judge(rec: Record, analysis: dict[str, Any], cfg: Config, anonymizer: Any,
-          duplicate: bool) -> Verdict:
-    """Run every check; the worst outcome routes the record."""
+def judge(rec: Record, analysis: dict[str, Any], cfg: Config, anonymizer: Any) -> tuple[Verdict, Verdict]:
+    """Run every check once; returns the verdict if the record is unique and if it turns out to
+    be a duplicate (the store decides which applies, atomically with its duplicate index)."""
     errors: list[str] = []
     for check in CHECKS:
         errors += check(rec, analysis, cfg)
     status = REJECT if errors else APPROVE
-    if duplicate:
-        errors.append("duplicate")
-        status = REJECT
     conf = analysis.get("confidence")
     if isinstance(conf, int | float) and not isinstance(conf, bool):
         cstatus, cerr = confidence_status(float(conf), cfg)
@@ -140,7 +137,8 @@ def judge(rec: Record, analysis: dict[str, Any], cfg: Config, anonymizer: Any,
         v.status = _worst(v.status, REVIEW)
         v.masked_content = content if content is not None else rec.content
         v.masked_reply = replies if replies is not None else rec.reply
-    return v
+    dup = Verdict(REJECT, [*v.errors, "duplicate"], v.masked_content, v.masked_reply)
+    return v, dup
 
 
 _RANK = {APPROVE: 0, REVIEW: 1, REJECT: 2}

@@ -119,8 +119,7 @@ class Processor:
         if out.kind == "ok" and out.analysis is not None:
             analysis = dict(out.analysis)
             analysis.pop("multi", None)
-            v = judge(rec, analysis, cfg, self.anonymizer, duplicate=False)
-            dup = judge(rec, analysis, cfg, self.anonymizer, duplicate=True) if cfg.qa.near_duplicate else v
+            v, dup = judge(rec, analysis, cfg, self.anonymizer)
         else:
             analysis = None
             content, replies = residue(rec, self.anonymizer)
@@ -133,11 +132,13 @@ class Processor:
         rec.analysis = analysis
         rec.analyzer = self.analyzer.name
         rec.processed_at = now
-        if v.masked_content is not None:
-            rec.content = v.masked_content
-            rec.reply = v.masked_reply or []
-        rec.detector_version = version
-        capture = capture_fields(rec)["c"]
+        capture = ""   # the capture field is rewritten only when QA changed it
+        if v.masked_content is not None or rec.detector_version != version:
+            if v.masked_content is not None:
+                rec.content = v.masked_content
+                rec.reply = v.masked_reply or []
+            rec.detector_version = version   # the version this record was last scanned with
+            capture = capture_fields(rec)["c"]
         results = []
         for verdict in (v, dup):
             rec.status = verdict.status  # type: ignore[assignment]
