@@ -172,12 +172,12 @@ async def post_consent(request: web.Request) -> web.Response:
         raise APIError(400, "lang must be a language code such as es or en")
     rt = request.app[RT_KEY]
     cap = request.app.get(CAPTURE_KEY)
-    buffered = 0
+    local = None
     if not data["consent"] and cap is not None:
-        buffered = cap.core.erase_local(rt.resolve(uid))
+        local = await cap.core.erase_user_local(rt.resolve(uid))
     out = await _thread(gdpr.consent_set, rt, uid, data["consent"], "api", lang)
-    if "erased" in out:
-        out["erased"]["buffer"] = buffered
+    if "erased" in out and local is not None:
+        out["erased"].update(local)
     return web.json_response(out)
 
 
@@ -185,8 +185,8 @@ async def delete_user(request: web.Request) -> web.Response:
     uid = _user(request)
     rt = request.app[RT_KEY]
     cap = request.app.get(CAPTURE_KEY)
-    buffered = cap.core.erase_local(rt.resolve(uid)) if cap is not None else 0
-    return web.json_response(await _thread(gdpr.forget, rt, uid, "api", buffered))
+    local = await cap.core.erase_user_local(rt.resolve(uid)) if cap is not None else None
+    return web.json_response(await _thread(gdpr.forget, rt, uid, "api", local))
 
 
 async def get_records(request: web.Request) -> web.Response:

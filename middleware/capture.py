@@ -24,8 +24,9 @@ import redis
 from prometheus_client import CollectorRegistry, Histogram
 
 from .config import Config, Env
-from .consent import ConsentCache, ConsentCommand, ConsentText, ConsentTextBook
+from .consent import ConsentCache, ConsentCommand, ConsentText, ConsentTextBook, task_cancelling
 from .exchange import Exchange
+from .journal import Journal
 from .keys import Keys
 from .record import PII_TYPES, Record, capture_fields, iso_z, new_record_id
 from .redis_conn import CheckFailed, RedisHandle, run_checks
@@ -98,6 +99,10 @@ class CaptureCore:
         self.redis_ok = True
         self.last_check_error: str | None = None
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-writer")
+        ccfg = config.capture
+        self.journal = (Journal(env.data_dir / "spill", int(ccfg.spill_max_mb * 1024 * 1024), ccfg.spill_fsync)
+                        if ccfg.spill_max_mb > 0 else None)
+        self._counts: dict[str, int] = {}   # spilled / replayed, reported with the next write
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
         self._closing = False
@@ -147,6 +152,8 @@ class CaptureCore:
         self._tasks.clear()
         await self.cache.stop()
         self._exec.shutdown(wait=True)
+        if self.journal is not None:
+            self.journal.close()
         if self._buf:
             log.warning("closing with %d records still buffered (Redis unreachable)", len(self._buf))
         self._started = False
@@ -169,7 +176,7 @@ class CaptureCore:
             self.last_check_error = str(e)
 
     async def _checker(self) -> None:
-        while True:
+        while not task_cancelling():
             await self._run_checks()
             await asyncio.sleep(self.config.capture.recheck_seconds)
 
@@ -323,10 +330,10 @@ class CaptureCore:
 
     async def withdraw(self, pseudonym: str, mechanism: str) -> dict[str, int]:
         loop = asyncio.get_running_loop()
-        buffered = self.erase_local(pseudonym)
+        local = await self.erase_user_local(pseudonym)
         d, e, _ = await loop.run_in_executor(None, self.store.withdraw, pseudonym, mechanism)
         self.cache.invalidate(pseudonym, "withdraw")
-        return {"store": d + e, "buffer": buffered}
+        return {"store": d + e, **local}
 
     def erase_local(self, pseudonym: str) -> int:
         """Drop this process's buffered messages of a user (withdrawal, erasure)."""
@@ -335,27 +342,68 @@ class CaptureCore:
             self._buf = deque(i for i in self._buf if i.pseudonym != pseudonym)
         return before - len(self._buf)
 
+    async def erase_user_local(self, pseudonym: str) -> dict[str, int]:
+        """This process's buffer and the spill journals it may touch."""
+        buffered = self.erase_local(pseudonym)
+        journal = 0
+        if self.journal is not None:
+            journal = await asyncio.get_running_loop().run_in_executor(self._exec, self.journal.erase, pseudonym)
+        return {"buffer": buffered, "journal": journal}
+
     def _on_consent_change(self, pseudonym: str, event: str) -> None:
         if event == "withdraw":
             self.erase_local(pseudonym)
+            if self.journal is not None and not self._exec._shutdown:  # type: ignore[attr-defined]
+                self._exec.submit(self.journal.erase, pseudonym)
 
     # ------------------------------------------------------------------------------ writer
     async def _flusher(self) -> None:
         delay = self.config.capture.max_delay_ms / 1000
         backoff = 0.2
-        while True:
+        while not task_cancelling():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), delay)
             self._full.clear()
             if not self.ready:
                 continue
-            while self._buf or self._seen or self._dropped:
-                ok = await self._write_some()
+            while self._buf or self._seen or self._dropped or self._counts or self._journal_pending():
+                ok = await self._replay_some() if self._journal_pending() else await self._write_some()
                 if not ok:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     break
                 backoff = 0.2
+
+    def _journal_pending(self) -> bool:
+        return self.journal is not None and self.redis_ok and self._journal_dirty
+
+    _journal_dirty = True   # until a replay finds the journal empty (startup: a dead process's)
+
+    async def _replay_some(self) -> bool:
+        """Hand a chunk of the spill journal to Redis (through the same flush script)."""
+        assert self.journal is not None
+        loop = asyncio.get_running_loop()
+        journal = self.journal
+        items, token = await loop.run_in_executor(self._exec, journal.take, self.config.capture.batch_size)
+        if token is None:
+            self._journal_dirty = False
+            return True
+        batch = [_Item(i["k"], i["u"], int(i["t"]), built=i) for i in items
+                 if isinstance(i, dict) and i.get("k") in ("r", "f")]
+        try:
+            await loop.run_in_executor(self._exec, self._write_batch, batch, set(), 0)
+        except (redis.RedisError, OSError) as e:
+            self._redis_lost(e)
+            return False
+        await loop.run_in_executor(self._exec, journal.commit, token)
+        self._counts["replayed"] = self._counts.get("replayed", 0) + len(batch)
+        return True
+
+    def _redis_lost(self, e: BaseException) -> None:
+        if self.redis_ok:
+            log.warning("Redis unreachable (%s: %s): %d records wait in the buffer",
+                        type(e).__name__, _safe_reason(e), len(self._buf))
+        self.redis_ok = False
 
     async def _write_some(self) -> bool:
         n = min(len(self._buf), self.config.capture.batch_size)
@@ -368,14 +416,18 @@ class CaptureCore:
             self.redis_ok = True
             return True
         except (redis.RedisError, OSError) as e:
-            # Redis away: everything goes back, in order, and waits (bounded by buffer_max).
-            self._buf.extendleft(reversed(batch))
+            # Redis away: the batch goes to the spill journal (anonymized) or, without one, back
+            # into the buffer in order (bounded by buffer_max).
             self._seen |= seen
             self._dropped += dropped
-            if self.redis_ok:
-                log.warning("Redis unreachable (%s: %s): %d records wait in the buffer",
-                            type(e).__name__, _safe_reason(e), len(self._buf))
-            self.redis_ok = False
+            self._redis_lost(e)
+            if self.journal is not None:
+                try:
+                    await loop.run_in_executor(self._exec, self._spill, batch)
+                    return False
+                except OSError:
+                    log.exception("the spill journal failed; records stay in memory")
+            self._buf.extendleft(reversed(batch))
             return False
         except Exception:
             self._seen |= seen
@@ -411,16 +463,33 @@ class CaptureCore:
         return {"k": "r", "u": ex.pseudonym, "t": ex.captured_ms, "id": rec.id, "c": f["c"],
                 "a": {ANON_FIELD[k]: v for k, v in counts.items() if v}}
 
-    def _write_batch(self, batch: list[_Item], seen: set[str], dropped: int) -> None:
+    def _spill(self, batch: list[_Item]) -> None:
+        """Writer thread: anonymize and append to the journal; what does not fit is dropped."""
+        assert self.journal is not None
+        items = self._built(batch)
+        n = self.journal.append(items)
+        self._journal_dirty = True
+        self._counts["spilled"] = self._counts.get("spilled", 0) + n
+        if n < len(items):
+            lost = len(items) - n
+            self._dropped += lost
+            self.stats_local["dropped"] += lost
+            log.error("spill journal full: %d records dropped", lost)
+
+    def _built(self, batch: list[_Item]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for it in batch:
             if it.kind == "r" and it.built is None:
                 it.built = self._build(it)
                 time.sleep(0)   # let the event loop take the GIL between messages: short stalls
             if it.kind == "f":
-                items.append({"k": "f", "u": it.pseudonym, "t": it.ms})
+                items.append(it.built or {"k": "f", "u": it.pseudonym, "t": it.ms})
             elif it.built is not None:
                 items.append(it.built)
+        return items
+
+    def _write_batch(self, batch: list[_Item], seen: set[str], dropped: int) -> None:
+        items = self._built(batch)
         pipe = self.handle.sync.pipeline(transaction=True)
         pipe.multi()   # explicit: RQ's enqueue on a pipeline expects a transaction already open
         if items:
@@ -436,7 +505,15 @@ class CaptureCore:
         if self._errors:
             errors, self._errors = self._errors, 0
             pipe.hincrby(self.keys.stats, "capture_errors", errors)
-        pipe.execute()
+        counts, self._counts = self._counts, {}
+        for k, v in counts.items():
+            pipe.hincrby(self.keys.stats, k, v)
+        try:
+            pipe.execute()
+        except Exception:
+            for k, v in counts.items():
+                self._counts[k] = self._counts.get(k, 0) + v
+            raise
         self.stats_local["written"] += len(items)
         self.stats_local["batches"] += 1
 

@@ -44,6 +44,8 @@ class CaptureConfig(_Model):
     command_prefixes: list[str] = Field(default_factory=lambda: ["/"])
     recheck_seconds: float = Field(10.0, gt=0, description="how often a failed start-up check is retried")
     reply_timeout_s: float = Field(30.0, gt=0)
+    spill_max_mb: float = Field(256, ge=0, description="disk journal bound while Redis is away; 0 disables it")
+    spill_fsync: Literal["always", "batch", "never"] = "batch"
 
 
 class ConsentTexts(_Model):
@@ -103,6 +105,7 @@ class AnonymizerConfig(_Model):
     account_cues: list[str] = Field(default_factory=list)
     id_cues: list[str] = Field(default_factory=list)
     name_cues: list[str] = Field(default_factory=list)
+    address_cues: list[str] = Field(default_factory=list, description="words before an address, on top of the built-in ones")
     whitelist: WhitelistConfig = WhitelistConfig()
     keep_values: list[str] = Field(default_factory=list, description="the operator's own public values")
 

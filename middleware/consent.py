@@ -139,6 +139,13 @@ class KeywordMatcher:
 # the per-process cache
 
 
+def task_cancelling() -> bool:
+    """True once someone asked the current task to stop. Loops check it because a library may
+    swallow a CancelledError in a timeout (seen with redis-py's asyncio reads)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class ConsentCache:
     """Consent per pseudonym, in memory, invalidated through Redis pub/sub.
 
@@ -201,7 +208,7 @@ class ConsentCache:
 
     async def _listen(self) -> None:
         delay = 0.2
-        while True:
+        while not task_cancelling():
             pubsub = None
             try:
                 pubsub = self._client_factory().pubsub()
@@ -211,7 +218,7 @@ class ConsentCache:
                 delay = 0.2
                 # get_message, not listen(): an abandoned listen() async generator is finalized
                 # at loop shutdown, where it can hang on the closed connection.
-                while True:
+                while not task_cancelling():
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if msg is None or msg.get("type") != "message":
                         continue

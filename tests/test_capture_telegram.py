@@ -11,9 +11,9 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from bot.standins.botapi import callback_update, message_update
 from middleware.keys import Keys
 from middleware.record import from_hash
-from bot.standins.botapi import callback_update, message_update
 from tests.harness import all_values, counters, fake, feed, make_bot, shop_router, wait_until
 
 

@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 
-from middleware.config import Env
 from bot.standins.botapi import message_update
+from middleware.config import Env
 from tests.conftest import ROOT, SECRET, OwnRedis, make_config
 from tests.harness import feed, make_bot, wait_until
 
@@ -37,7 +37,14 @@ async def test_redis_stopped_mid_test_bot_answers_and_nothing_is_lost(botapi, tm
             await asyncio.sleep(0.05)
         answers = [s for s in botapi.sent() if s["text"].startswith("¡Perfecto!")]
         assert len(answers) == sent   # every message answered while Redis was down
-        assert cap.core.buffered > 0
+        await cap.flush(2)
+        assert cap.core.journal.pending()   # spilled to disk, anonymized
+        import json
+
+        lines = [json.loads(ln) for p in (tmp_path / "data" / "spill").glob("*.jsonl")
+                 for ln in p.read_text().splitlines()]
+        assert len(lines) == 20 and all(ln["u"].startswith("u_") for ln in lines)
+        assert any("intento 3" in json.loads(ln["c"])["content"] for ln in lines)
         server.start()
         import redis
 
@@ -45,6 +52,8 @@ async def test_redis_stopped_mid_test_bot_answers_and_nothing_is_lost(botapi, tm
         assert await wait_until(lambda: r.zcard("tl:idx:time") == sent, 20)
         stats = {k.decode(): int(v) for k, v in r.hgetall("tl:stats").items()}
         assert stats["captured"] == sent and stats.get("dropped", 0) == 0
+        assert await wait_until(lambda: int(r.hget("tl:stats", "replayed") or 0) == 20, 5)
+        assert int(r.hget("tl:stats", "spilled")) == 20
         await cap.close()
     finally:
         server.close()
@@ -95,3 +104,40 @@ async def test_another_secret_keeps_capture_off(botapi, tmp_path, own_redis):
     await wait_until(lambda: cap2.core.last_check_error is not None, 5)
     assert "TUNELOOP_SECRET" in cap2.core.last_check_error and not cap2.core.ready
     await cap2.close()
+
+
+async def test_journal_of_a_crashed_process_is_replayed_and_erasure_reaches_it(botapi, tmp_path):
+    server = OwnRedis("--appendonly", "yes", "--appendfsync", "always").start()
+    try:
+        import redis
+
+        config = make_config("tl:")
+        env = own_env(tmp_path, server.url)
+        dp, bot, cap = await make_bot(botapi, config, env)
+        for uid in (21, 22):
+            await feed(dp, bot, message_update(uid, "/consent yes"))
+            await feed(dp, bot, message_update(uid, "hola"))   # consent now cached in this process
+        await cap.flush()
+        server.stop()
+        for i in range(6):
+            await feed(dp, bot, message_update(21 + i % 2, f"HOSO 30/40 pedido {i}"))
+        await cap.flush(2)
+        await cap.close()           # the process goes away with its records on disk only
+        assert list((tmp_path / "data" / "spill").glob("*.jsonl"))
+        server.start()
+        # user 22 is erased through the CLI path while the records sit in the journal
+        from middleware.redis_conn import connect
+        from workers import gdpr
+        from workers.runtime import Runtime
+
+        rt = Runtime(config, env, connect(env))
+        out = gdpr.forget(rt, "telegram:22", "cli")
+        assert out["erased"]["journal"] == 3
+        dp2, bot2, cap2 = await make_bot(botapi, config, env)   # a new process replays the journal
+        r = redis.Redis.from_url(server.url)
+        assert await wait_until(lambda: r.zcard("tl:idx:time") == 4, 10)   # 1 + 3 of user 21
+        assert rt.store.user_record_ids(rt.pseudonymizer("telegram:22")) == []
+        assert not any(p.stat().st_size for p in (tmp_path / "data" / "spill").glob("*.jsonl"))
+        await cap2.close()
+    finally:
+        server.close()

@@ -10,10 +10,10 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from bot.standins.openai_api import OpenAIStub
 from middleware.config import Env
 from middleware.redis_conn import connect
 from tests.conftest import SECRET
-from bot.standins.openai_api import OpenAIStub
 from tests.records import seed
 from workers.analyzers.base import make_analyzer
 from workers.runtime import Runtime

@@ -31,10 +31,38 @@ def consent_set(rt: Runtime, user_id: str, consent: bool, mechanism: str,
             "erased": {"store": d + e, "buffer": 0, "journal": 0}}
 
 
-def forget(rt: Runtime, user_id: str, mechanism: str, buffer_erased: int = 0) -> dict[str, Any]:
-    """Withdraw and erase every trace of the user's messages; other bot processes drop their
-    buffers on the pub/sub message the withdrawal publishes."""
+def forget(rt: Runtime, user_id: str, mechanism: str, local: dict[str, int] | None = None) -> dict[str, Any]:
+    """Withdraw and erase every trace of the user's messages: the store (every status), this
+    process's buffer (``local``, counted by the caller), the spill journals on this machine that
+    no live process holds (live bot processes erase their own on the pub/sub message the
+    withdrawal publishes), and the exports that name the user are listed for `export --rebuild`."""
     pseudonym = rt.resolve(user_id)
     d, e, _ = rt.store.withdraw(pseudonym, mechanism, event="erase")
-    return {"success": True, "user_id": user_id,
-            "erased": {"store": d + e, "buffer": buffer_erased, "journal": 0}, "exports": []}
+    erased = {"store": d + e, "buffer": 0, "journal": 0}
+    if local:
+        erased["buffer"] += local.get("buffer", 0)
+        erased["journal"] += local.get("journal", 0)
+    else:
+        from middleware.journal import Journal
+
+        erased["journal"] += Journal(rt.env.data_dir / "spill", 0).erase(pseudonym)
+    return {"success": True, "user_id": user_id, "erased": erased, "exports": exports_naming(rt, pseudonym)}
+
+
+def exports_naming(rt: Runtime, pseudonym: str) -> list[str]:
+    """Export directories whose manifest lists the pseudonym (for erasure audits)."""
+    import json as _json
+
+    root = rt.env.data_dir / "finetune"
+    out: list[str] = []
+    if not root.exists():
+        return out
+    for manifest in sorted(root.glob("*/manifest.json")):
+        try:
+            data = _json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        users = data.get("users") or data.get("pseudonyms") or []
+        if pseudonym in users:
+            out.append(str(manifest.parent))
+    return out

@@ -1,0 +1,139 @@
+"""ID: national and tax IDs, validated with python-stdnum where a checksum exists, and passports.
+
+Formats with a distinctive shape and a checksum (ES DNI/NIE/CIF, MX RFC/CURP, US SSN, EC RUC,
+CO NIT, BR CPF/CNPJ) count on their own. Bare digit strings never do: about one random 10-digit
+number in ten passes the cédula check, so a cédula, a PT NIF or a PE DNI needs its cue word
+(cédula, NIF, contribuinte, DNI, passport ...). The strict profile adds every checksum-valid run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from stdnum import luhn
+from stdnum.br import cnpj, cpf
+from stdnum.co import nit
+from stdnum.ec import ci
+from stdnum.ec import ruc as ec_ruc
+from stdnum.es import cif, dni, nie
+from stdnum.mx import curp, rfc
+from stdnum.pe import ruc as pe_ruc
+from stdnum.pt import nif as pt_nif
+from stdnum.us import ssn
+
+from .base import P_ID, P_STRICT, Context, Detector, Span
+
+DEFAULT_CUES = (
+    "cédula", "cedula", "céd", "ced", "cédula de identidad", "cédula de ciudadanía", "identificación",
+    "identificacion", "identidad", "documento", "documento de identidad", "doc", "dni", "nie", "nif", "cif",
+    "ruc", "rfc", "curp", "nit", "nss", "ssn", "social security", "social security number", "seguro social",
+    "tax id", "taxpayer id", "tax number", "tin", "ein", "itin", "cpf", "cnpj", "contribuinte", "nipc",
+    "pasaporte", "passport", "passaporte", "licencia", "driver's license", "driver license", "id number",
+    "id no", "número de identificación", "rut", "cuit", "cuil", "dui", "cui",
+)
+# Short upper-case cues only count in upper case ("CI", "CC", "ID", "RG").
+_UPPER_CUES = ("C.I.", "CI", "C.C.", "CC", "ID", "RG", "D.N.I.", "N.I.F.", "R.U.C.")
+
+# Between a cue and its number: "nro.", "No.", "N°", ":", "#", "es", "is", "number".
+_CONNECTOR = re.compile(
+    r"(?:[\s:#.\-]|\bn[º°]|\b(?:nro|no|num|número|numero|number|es|is|de|del|mi|my|the|el|la|con|with)\b)*",
+    re.I,
+)
+# The number itself: digits, maybe a letter prefix or check letter, maybe grouped.
+_TOKEN = re.compile(r"[A-Za-zÑñ]{0,4}[\-\s]?\d[\dA-Za-z]*(?:[ .\-/]\d[\dA-Za-z]*){0,5}(?:[ \-][A-Za-z](?!\w))?")
+
+# Distinctive shapes with a checksum: they need no cue.
+_SHAPE = re.compile(
+    r"(?<![\w.\-])(?:"
+    r"(?P<dni>\d{8}[ \-]?[A-Za-z])(?!\w)"
+    r"|(?P<nie>[XYZxyz][ \-]?\d{7}[ \-]?[A-Za-z])(?!\w)"
+    r"|(?P<cif>[ABCDEFGHJNPQRSUVW][ \-]?\d{7}[0-9A-J])(?!\w)"
+    r"|(?P<curp>[A-Z]{4}\d{6}[HMX][A-Z]{5}[A-Z0-9]\d)(?!\w)"
+    r"|(?P<rfc>[A-ZÑ&]{3,4}\d{6}[A-Z0-9]{3})(?!\w)"
+    r"|(?P<ssn>\d{3}-\d{2}-\d{4})(?![\w\-])"
+    r"|(?P<ruc>\d{13})(?![\w\-])"
+    r"|(?P<cpf>\d{3}\.\d{3}\.\d{3}-\d{2})(?![\w\-])"
+    r"|(?P<nit>\d{3}\.?\d{3}\.?\d{3}-\d)(?![\w\-])"
+    r"|(?P<cnpj>\d{2}\.\d{3}\.\d{3}/\d{4}-\d{2})(?![\w\-])"
+    r")"
+)
+_CHECKS: dict[str, Callable[[str], bool]] = {
+    "dni": dni.is_valid, "nie": nie.is_valid, "cif": cif.is_valid, "curp": curp.is_valid, "rfc": rfc.is_valid,
+    "ssn": ssn.is_valid, "ruc": ec_ruc.is_valid, "cpf": cpf.is_valid, "nit": nit.is_valid, "cnpj": cnpj.is_valid,
+}
+
+
+def id_shape(value: str) -> str | None:
+    """The kind of ID ``value`` is, when it is wholly one of the checksum shapes."""
+    m = _SHAPE.fullmatch(value)
+    if m and _CHECKS[m.lastgroup or ""](m.group()):
+        return m.lastgroup
+    return None
+
+
+# strict profile: a bare run that passes any checksum
+_BARE = re.compile(r"(?<![\w.\-])\d{8,19}(?![\w\-])")
+_BARE_CHECKS: tuple[Callable[[str], bool], ...] = (ci.is_valid, pt_nif.is_valid, pe_ruc.is_valid, nit.is_valid)
+
+
+_NON_DIGITS = re.compile(r"\D+")
+
+
+def digit_count(s: str) -> int:
+    return len(_NON_DIGITS.sub("", s))
+
+
+class IdDetector(Detector):
+    type = "ID"
+
+    def __init__(self, cues: Iterable[str] = ()) -> None:
+        self._cues = [*DEFAULT_CUES, *(c for c in cues if c and c.strip())]
+
+    def keywords(self) -> dict[str, Iterable[str]]:
+        return {"id.cue": self._cues, "id.upper": [c.lower() for c in _UPPER_CUES]}
+
+    def find(self, ctx: Context) -> list[Span]:
+        if ctx.max_digits < 5:
+            return []  # every ID holds 5+ digits in a row
+        text = ctx.text
+        n = len(text)
+        out: list[Span] = []
+        seen: set[int] = set()
+        for cs, ce, nd in ctx.long_chunks(5):
+            # a shape needs a letter glued before (NIE, CIF, RFC, CURP) or after (DNI), or a
+            # length and punctuation of its own (SSN, NIT, CPF, CNPJ, RUC)
+            before = text[cs - 1] if cs else " "
+            after = text[ce] if ce < n else " "
+            if before in " -" and cs > 1:
+                before = text[cs - 2]
+            if after in " -" and ce + 1 < n:
+                after = text[ce + 1]
+            if not (before.isalpha() or after.isalpha() or nd in (9, 10, 11, 13, 14)):
+                continue
+            for m in _SHAPE.finditer(text, max(0, cs - 4), min(n, ce + 10)):
+                if m.start() not in seen and _CHECKS[m.lastgroup or ""](m.group()):
+                    seen.add(m.start())
+                    out.append(Span(m.start(), m.end(), "ID", priority=P_ID))
+                    ctx.claimed.append(m.span())
+        cues = ctx.hits.get("id.cue", [])
+        upper = [(s, e) for s, e in ctx.hits.get("id.upper", ()) if text[s:e].isupper()]
+        for _s, e in (cues + upper if upper else cues):
+            c = _CONNECTOR.match(text, e)
+            pos = c.end() if c else e
+            if pos - e > 24:
+                continue
+            t = _TOKEN.match(text, pos)
+            if not t:
+                continue
+            value = t.group().rstrip(" .-/")
+            if digit_count(value) >= 5:
+                out.append(Span(t.start(), t.start() + len(value), "ID", priority=P_ID))
+                ctx.claimed.append((t.start(), t.start() + len(value)))
+        if ctx.strict:
+            for cs, ce, _ in ctx.long_chunks(8):
+                for m in _BARE.finditer(text, cs, ce):
+                    v = m.group()
+                    if any(chk(v) for chk in _BARE_CHECKS) or (len(v) >= 12 and luhn.is_valid(v)):
+                        out.append(Span(m.start(), m.end(), "ID", priority=P_STRICT + 1))
+        return out

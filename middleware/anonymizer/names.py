@@ -1,0 +1,358 @@
+"""NAME: personal names after cues, in signatures, the sender's own profile names, @handles.
+
+A name is read token by token after a cue ("me llamo", "soy", "att.", "Sr.", "my name is",
+"Saludos,") in any case, against first-name and surname lists (``data/*.txt``, made once from
+Faker's es/en/pt locales by ``data/make_names.py``) and a list of common words. A word that is
+both ("Rosa", "Paz", "Price", "Blanco") is a name only where the cue is strong or the word is
+capitalized inside a name already begun; catalog places and business terms are protected before
+any of this runs, so "Santos" the port stays.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+
+from .base import P_NAME, Context, Detector, Span, keyword_form
+
+DATA = Path(__file__).resolve().parent / "data"
+
+PARTICLES = frozenset("de del la las los da das do dos van von der di du le y e st san".split())
+
+STRONG, MEDIUM = 2, 1
+
+# cue -> strength; a strong cue accepts any word that is not only a common word.
+DEFAULT_CUES: dict[str, int] = {
+    "me llamo": STRONG, "mi nombre es": STRONG, "my name is": STRONG, "my name's": STRONG, "meu nome é": STRONG,
+    "me chamo": STRONG, "a nombre de": STRONG, "en nombre de": STRONG, "on behalf of": STRONG,
+    "de parte de": STRONG, "att": STRONG, "atte": STRONG, "attn": STRONG, "atentamente": STRONG,
+    "cordialmente": STRONG, "saludos": STRONG, "saludos cordiales": STRONG, "un saludo": STRONG,
+    "regards": STRONG, "best regards": STRONG, "kind regards": STRONG, "warm regards": STRONG,
+    "sincerely": STRONG, "best": STRONG, "cheers": STRONG, "atenciosamente": STRONG, "cumprimentos": STRONG,
+    "abraço": STRONG, "abrazo": STRONG, "firma:": STRONG, "firmado": STRONG, "nombre:": STRONG, "name:": STRONG,
+    "full name:": STRONG, "nombre completo:": STRONG, "a la atención de": STRONG, "atención:": STRONG,
+    "soy": MEDIUM, "habla": MEDIUM, "le saluda": MEDIUM, "les saluda": MEDIUM, "te saluda": MEDIUM,
+    "le escribe": MEDIUM, "les escribe": MEDIUM, "te escribe": MEDIUM, "i am": MEDIUM, "i'm": MEDIUM,
+    "this is": MEDIUM, "sou": MEDIUM, "aquí": MEDIUM, "consignee": MEDIUM, "consignatario": MEDIUM,
+    "consignatario es": MEDIUM, "the consignee is": MEDIUM, "beneficiario": MEDIUM, "beneficiary": MEDIUM,
+    "titular": MEDIUM, "contact": MEDIUM, "contacto": MEDIUM, "contactar a": MEDIUM, "contactar al": MEDIUM,
+    "spoke with": MEDIUM, "talked to": MEDIUM, "hablé con": MEDIUM, "hable con": MEDIUM, "falei com": MEDIUM,
+    "hola": MEDIUM, "hello": MEDIUM, "hi": MEDIUM, "hey": MEDIUM, "dear": MEDIUM, "estimado": MEDIUM,
+    "estimada": MEDIUM, "querido": MEDIUM, "querida": MEDIUM, "olá": MEDIUM, "oi": MEDIUM, "prezado": MEDIUM,
+    "prezada": MEDIUM, "gracias": MEDIUM, "thanks": MEDIUM, "thank you": MEDIUM, "obrigado": MEDIUM,
+    "buenos días": MEDIUM, "buenas tardes": MEDIUM, "buenas": MEDIUM, "good morning": MEDIUM,
+    "bendiciones": MEDIUM, "from": MEDIUM,
+}
+# Closings count only before punctuation or a line break: "Saludos, Ana" but not "best price".
+CLOSINGS = frozenset((
+    "saludos", "saludos cordiales", "un saludo", "regards", "best regards", "kind regards", "warm regards",
+    "sincerely", "best", "cheers", "atenciosamente", "cumprimentos", "abraço", "abrazo", "gracias", "thanks",
+    "thank you", "obrigado", "bendiciones", "atentamente", "cordialmente",
+))
+# Greetings name the person greeted only before a capitalized word: "Hola Juan," not "Hola, me llamo".
+GREETINGS = frozenset(("hola", "hello", "hi", "hey", "dear", "estimado", "estimada", "querido", "querida", "olá", "ola",
+                       "oi", "prezado", "prezada", "gracias", "thanks", "thank you", "obrigado", "buenos días",
+                       "buenos dias", "buenas tardes", "buenas", "good morning", "bendiciones"))
+# Titles, capitalized (or upper case) only: "Sr. Valadez", "Ing. Noriega", "Mr. Price".
+HONORIFICS = ("Sr", "Sra", "Srta", "Sres", "Don", "Doña", "Dña", "Ing", "Inga", "Lic", "Licda", "Dr", "Dra", "Arq",
+              "Abg", "Ab", "Econ", "Eco", "Prof", "Mr", "Mrs", "Ms", "Miss", "Mx", "Sir", "Srs", "Eng", "Engr")
+
+_TOKEN = re.compile(r"[ \t]*([^\W\d_]+(?:['’\-][^\W\d_]+)*)(\.?)")
+_HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{0,30}[A-Za-z0-9_])?(?![\w@])")
+_TAGS = frozenset(("name.cue", "name.hon", "name.here"))
+HERE_WORDS = ("here", "aquí", "aqui", "por aquí", "por aqui", "speaking", "hablando", "falando")
+# after a cue, its punctuation: "Saludos,\n" lets the name stand on the next line
+_PUNCT = re.compile(r"[ \t]*(?:[.,:!\-][ \t]*)?(?:\n[ \t]*)?")
+_BACK = re.compile(r"((?:[^\W\d_][\w'’\-]*\.?[ \t]+){1,5})$")
+_LINE_OK = re.compile(r"^[^\W\d_][\w'’\-. \t]*[.,]?$")
+_CONTACT_LINE = re.compile(r"^\s*(?:\[(?:PHONE|EMAIL)|[+(\d]|(?:cel|tel|telf|m|t|mob|mobile|phone|cell|wa|whatsapp|"
+                           r"email|e-mail|correo|mail|www|https?)\b|\S+@\S+)", re.I)
+_CLOSING = re.compile(r"^\s*(?:saludos(?: cordiales)?|un saludo|atentamente|atte\.?|att\.?|cordialmente|regards|"
+                      r"best regards|kind regards|best|thanks|thank you|gracias|muchas gracias|cheers|sincerely|"
+                      r"bendiciones|abrazos?|atenciosamente|cumprimentos|obrigad[oa]|quedo atent[oa]|"
+                      r"quedo a la espera|pendiente)\W*$", re.I)
+
+
+def fold(s: str) -> str:
+    """Lower case, accents off: lists and text meet on this form ('Pérez' ~ 'perez')."""
+    s = s.lower()
+    if s.isascii():
+        return s
+    return "".join(c for c in unicodedata.normalize("NFD", s) if unicodedata.category(c) != "Mn")
+
+
+@lru_cache(maxsize=1)
+def lexicon() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(first names, surnames, common words), folded; read once per process."""
+    def load(name: str) -> frozenset[str]:
+        words = (DATA / name).read_text(encoding="utf-8").split()
+        return frozenset(fold(w) for w in words if w)
+    return load("first_names.txt"), load("surnames.txt"), load("common_words.txt")
+
+
+@lru_cache(maxsize=65536)
+def word_kind(word: str) -> str:
+    """'known' (a name, not a common word), 'amb' (both), 'common' or 'unknown'. Cached: chat
+    vocabulary repeats, and the cache is thread-safe."""
+    first, last, common = lexicon()
+    f = fold(word)
+    if f in first or f in last:
+        return "amb" if f in common else "known"
+    return "common" if f in common else "unknown"
+
+
+@lru_cache(maxsize=65536)
+def is_surname(word: str) -> bool:
+    return fold(word) in lexicon()[1]
+
+
+@lru_cache(maxsize=1024)
+def _known_regex(names: tuple[str, ...]) -> re.Pattern[str] | None:
+    parts: set[str] = set()
+    for n in names:
+        if not isinstance(n, str):
+            continue
+        n = " ".join(n.split())
+        if len(n) >= 2:
+            parts.add(n)
+        for t in re.findall(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*", n):
+            if len(t) >= 2 and t.lower() not in PARTICLES:
+                parts.add(t)
+    variants = {v for p in parts for v in (p, fold(p))}
+    if not variants:
+        return None
+    alts = "|".join(re.escape(v).replace(r"\ ", r"\s+") for v in sorted(variants, key=len, reverse=True))
+    return re.compile(rf"(?<![\w@])(?:{alts})(?![\w])", re.I)
+
+
+class NameDetector(Detector):
+    type = "NAME"
+
+    def __init__(self, cues: Iterable[str] = (), enabled: bool = True) -> None:
+        self.enabled = enabled
+        cues_map = dict(DEFAULT_CUES)
+        for c in cues:
+            if c and c.strip():
+                cues_map[c.strip().lower()] = STRONG
+        closings = {fold(c) for c in CLOSINGS}
+        # cue as found in the lower-cased text -> (strength, is a closing)
+        self._cue_info: dict[str, tuple[int, bool, bool, bool]] = {}
+        for k, v in cues_map.items():
+            colon = k.rstrip().endswith(":")  # "nombre:" counts only with its colon
+            for form in (keyword_form(k), fold(keyword_form(k))):
+                self._cue_info[form] = (v, fold(form) in closings, form in GREETINGS, colon)
+        self._cue_words = list(self._cue_info)
+        self._honorifics = frozenset(HONORIFICS) | frozenset(h.upper() for h in HONORIFICS)
+
+    def keywords(self) -> dict[str, Iterable[str]]:
+        if not self.enabled:
+            return {}
+        return {"name.cue": self._cue_words, "name.hon": [h.lower() for h in HONORIFICS], "name.here": HERE_WORDS}
+
+    # -- word classes ------------------------------------------------------------------------
+
+    @staticmethod
+    def _kind(word: str) -> str:
+        return word_kind(word)
+
+    def _read(self, ctx: Context, pos: int, strength: int,
+              first_required: bool = False) -> tuple[int, int, bool] | None:
+        """Read a name starting at ``pos``; return its range (and whether it holds a protected
+        word) or None."""
+        text = ctx.text
+        start = end = -1
+        words = 0
+        pending_initials = 0
+        style = ""  # case style of the name begun: "upper", "lower", "title"
+        forced = False
+        i = pos
+        while words < 4:
+            m = _TOKEN.match(text, i)
+            if not m:
+                break
+            w, dot = m.group(1), m.group(2)
+            ws, we = m.start(1), m.end(1)
+            if ctx.words.overlaps(ws, we):
+                # a catalog place as the surname of a name already begun: "JOSÉ VALENCIA", "J. Lima"
+                if (words or pending_initials) and is_surname(w) and ctx.words.only_within(ws, we):
+                    forced = True
+                    words += 1
+                    pending_initials = 0
+                    end = we
+                    i = m.end()
+                    if dot or (m.end() < len(text) and text[m.end()] in ",;:!?()\n"):
+                        break
+                    continue
+                break
+            lw = w.lower()
+            if len(w) == 1 and w.isupper() and dot:
+                # an initial: "R. Pérez", "J. E. Quintero"
+                if start < 0:
+                    start = ws
+                pending_initials += 1
+                i = m.end()
+                continue
+            if lw in PARTICLES:
+                if words == 0 and pending_initials == 0:
+                    break
+                nxt = _TOKEN.match(text, m.end())
+                if not nxt or nxt.group(1).lower() in PARTICLES and not _TOKEN.match(text, nxt.end()):
+                    break
+                i = m.end()
+                continue
+            kind = self._kind(w)
+            wstyle = "upper" if w.isupper() and len(w) > 1 else "lower" if w.islower() else "title" if w[0].isupper() else ""
+            if words == 0 and pending_initials == 0:
+                ok = kind == "known" or (strength >= STRONG and kind in ("unknown", "amb"))
+                if not ok and kind == "amb" and wstyle != "lower":
+                    # "soy LUZ DÍAZ": a common-word first name, confirmed by the name after it
+                    nxt = _TOKEN.match(text, m.end())
+                    ok = bool(nxt) and not dot and self._kind(nxt.group(1)) == "known"
+                if first_required and kind != "known":
+                    ok = False
+            else:
+                ok = kind in ("known", "unknown") or (kind == "amb" and (wstyle != "lower" or style == "lower"))
+                if kind == "unknown" and style and wstyle != style and not (style == "title" and wstyle == "upper"):
+                    ok = False
+            if not ok or not wstyle:
+                break
+            if start < 0:
+                start = ws
+            style = style or wstyle
+            words += 1
+            pending_initials = 0
+            end = we
+            i = m.end()
+            if dot:
+                break  # "Rachel Love here." / "J. Pruitt." : the sentence ends
+            if m.end() < len(text) and text[m.end()] in ",;:!?()\n":
+                break
+        if words == 0:
+            return None
+        return start, end, forced
+
+    # -- detection ---------------------------------------------------------------------------
+
+    def find(self, ctx: Context) -> list[Span]:
+        text = ctx.text
+        out: list[Span] = []
+        if ctx.known_names:
+            rx = _known_regex(tuple(ctx.known_names))
+            if rx is not None:
+                out.extend(Span(m.start(), m.end(), "NAME", priority=P_NAME + 5) for m in rx.finditer(text))
+        at = text.find("@")
+        while at >= 0:
+            m = _HANDLE.match(text, at)
+            if m:
+                out.append(Span(m.start(), m.end(), "NAME", priority=P_NAME))
+            at = text.find("@", at + 1)
+        hits = ctx.hits
+        if not self.enabled or not (hits.keys() & _TAGS or "\n" in text):
+            return out
+        for s, e in hits.get("name.hon", ()):
+            # titles count capitalized, before a dot or a space: "Sr. Valadez", "Mr Price"
+            if text[s:e] in self._honorifics and e < len(text) and text[e] in ". \t":
+                r = self._read(ctx, e + 1 if text[e] == "." else e, STRONG)
+                if r:
+                    out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
+        for s, e in hits.get("name.cue", ()):
+            cue = ctx.lower[s:e]
+            strength, closing, greeting, colon = self._cue_info.get(cue) or self._cue_info.get(
+                " ".join(cue.split()), (MEDIUM, False, False, False))
+            p = _PUNCT.match(text, e)
+            pe = p.end() if p else e
+            if colon and ":" not in text[e:pe]:
+                continue
+            if pe >= len(text) or (greeting and not text[pe].isupper()):
+                continue
+            if closing and not text[e:pe].strip(" \t"):
+                continue
+            r = self._read(ctx, pe, strength)
+            if r:
+                out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
+        for hs, _ in hits.get("name.here", ()):
+            b = _BACK.search(text, max(0, hs - 60), hs)
+            if not b:
+                continue
+            # skip a greeting before the name: "Hello CARMEN RAMOS here"
+            pos = b.start()
+            while True:
+                t = _TOKEN.match(text, pos)
+                if not t or t.end() > hs or self._kind(t.group(1)) != "common":
+                    break
+                pos = t.end()
+            r = self._read(ctx, pos, MEDIUM, first_required=True)
+            if r:
+                out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
+        if "\n" in text:
+            out.extend(self._signatures(ctx))
+        return out
+
+    def _signatures(self, ctx: Context) -> list[Span]:
+        """Lines that are only a name: a signature, a contact line's owner."""
+        text = ctx.text
+        out: list[Span] = []
+        parts = text.split("\n")
+        pos = 0
+        for k, part in enumerate(parts):
+            a = pos
+            pos += len(part) + 1
+            line = part.strip()
+            if not line or len(line) > 48 or not _LINE_OK.match(line):
+                continue
+
+            def placed(k: int = k) -> bool:
+                # after a closing ("Saludos,"), before a contact line, or last / before a contact
+                # line once a company line sits between
+                return bool(k > 0 and _CLOSING.match(parts[k - 1])) or bool(
+                    k + 1 < len(parts) and _CONTACT_LINE.match(parts[k + 1])) or (
+                    k > 0 and (k == len(parts) - 1 or bool(k + 2 < len(parts) and _CONTACT_LINE.match(parts[k + 2]))))
+
+            r = self._line_name(ctx, a + (len(part) - len(part.lstrip())), a + len(part), placed)
+            if r:
+                out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
+        return out
+
+    def _line_name(self, ctx: Context, a: int, b: int,
+                   where: Callable[[], bool]) -> tuple[int, int, bool] | None:
+        text = ctx.text
+        kinds: list[str] = []
+        pos = a
+        initials = 0
+        forced = False
+        while True:
+            m = _TOKEN.match(text, pos)
+            if not m or m.start(1) >= b:
+                break
+            w = m.group(1)
+            if ctx.words.overlaps(m.start(1), m.end(1)):
+                # only a surname that is also a catalog place, after the first name
+                if not kinds or not is_surname(w) or not ctx.words.only_within(m.start(1), m.end(1)):
+                    return None
+                forced = True
+            if len(w) == 1 and w.isupper():
+                initials += 1
+            elif w.lower() not in PARTICLES:
+                kinds.append(self._kind(w))
+            pos = m.end()
+            while pos < b and text[pos] in ",":
+                pos += 1
+        if text[pos:b].strip(" \t.,"):
+            return None  # something else on the line
+        n = len(kinds)
+        if n == 0 or n > 4 or "common" in kinds:
+            return None
+        known = kinds.count("known")
+        unknown = kinds.count("unknown")
+        if n >= 2 and unknown == 0 and known >= 1:
+            ok = True  # a full name from the lists, wherever the line stands
+        elif not where():
+            ok = False  # anything less needs a signature's place
+        elif n == 1:
+            ok = kinds[0] == "known" or initials > 0  # "Saludos,\nRosa" is not enough, "J. Pruitt" is
+        else:
+            ok = known >= 1 or initials > 0 or unknown <= 1
+        return (a, len(text[:b].rstrip(" \t.,")), forced) if ok else None
