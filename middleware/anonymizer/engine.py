@@ -58,6 +58,7 @@ class Anonymizer:
 
             config = AnonymizerConfig()
         self.config = config
+        self.version = DETECTOR_VERSION  # what the capture core records with each record
         self.whitelist = Whitelist(
             terms=config.whitelist.terms, patterns=config.whitelist.patterns, catalog_terms=catalog_terms,
             keep_values=config.keep_values, regions=config.regions,
