@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("demo", help="the whole loop offline on bundled sample conversations")
+    s.add_argument("--limit", type=_positive("--limit"), default=None, help="replay only the first N conversations")
+    s.add_argument("--json", action="store_true", help="print the outcome as JSON")
     s.set_defaults(func=_dispatch("bot.demo", "cmd_demo"))
 
     s = sub.add_parser("bench", help="measure the performance figures")

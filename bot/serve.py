@@ -55,7 +55,7 @@ def build(rt: Runtime) -> tuple[web.Application, TrainingCapture, Dispatcher, Bo
         log.warning("admin chat commands not available")
     dp.include_router(telegram_router(assistant))
     bot = make_bot(rt)
-    app = create_app(rt, capture, dp, bot, whatsapp_handler(assistant))
+    app = create_app(rt, capture, dp, bot, whatsapp_handler(assistant, capture))
     return app, capture, dp, bot
 
 

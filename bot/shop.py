@@ -98,12 +98,27 @@ def twiml(*messages: str) -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>'
 
 
-def whatsapp_handler(assistant: ShopAssistant) -> Any:
+def whatsapp_handler(assistant: ShopAssistant, capture: Any = None) -> Any:
+    """The bot's Twilio webhook: TwiML answers; admin text commands for the configured admins."""
+
     async def handle(request: web.Request) -> web.Response:
         form = await request.post()
         body = form.get("Body")
+        sender = form.get("From")
         if not isinstance(body, str) or not body.strip():
             return web.Response(text=twiml(), content_type="application/xml")
+        if capture is not None and isinstance(sender, str) and body.lstrip().startswith("/"):
+            from middleware.config import normalize_user_id
+
+            from .admin import handle_admin_text
+
+            try:
+                user_id = normalize_user_id(sender)
+            except ValueError:
+                user_id = None
+            answer = await handle_admin_text(capture, user_id, body) if user_id else None
+            if answer is not None:
+                return web.Response(text=twiml(answer), content_type="application/xml")
         return web.Response(text=twiml(assistant.reply(body)), content_type="application/xml")
 
     return handle

@@ -60,6 +60,13 @@ class TrainingCapture:
 
         return TwilioCapture(self.core, paths).middleware
 
+    def twilio_http_client(self, asynchronous: bool = False, **kwargs: Any) -> Any:
+        """An http client for twilio's REST ``Client`` whose sends are captured as replies:
+        ``Client(sid, token, http_client=capture.twilio_http_client())``."""
+        from .twilio_rest import twilio_http_client
+
+        return twilio_http_client(asynchronous, **kwargs)
+
     # lifecycle -------------------------------------------------------------------------------
     @property
     def pseudonymize(self) -> Callable[[str], str]:
