@@ -110,6 +110,11 @@ class Keys:
         return f"{self.prefix}workers:seen"
 
     @property
+    def scheduler_lock(self) -> str:
+        """Held by the one scheduler that acts (any number may run)."""
+        return f"{self.prefix}scheduler:lock"
+
+    @property
     def batches(self) -> str:
         """Hash: OpenAI batch id -> JSON of its record ids (Batch API mode)."""
         return f"{self.prefix}openai:batches"

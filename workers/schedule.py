@@ -55,11 +55,12 @@ def plan(rt: Runtime) -> list[Periodic]:
     return jobs
 
 
-def run(rt: Runtime, stop: Callable[[], bool] = lambda: False, tick: float = 1.0) -> None:
+def run(rt: Runtime, stop: Callable[[], bool] = lambda: False, tick: float = 1.0,
+        jobs: list[Periodic] | None = None) -> None:
     q = rt.queue()
     me = f"{socket.gethostname()}:{os.getpid()}"
-    lock = rt.keys.prefix + "scheduler:lock"
-    jobs = plan(rt)
+    lock = rt.keys.scheduler_lock
+    jobs = plan(rt) if jobs is None else jobs
     now = time.time()
     due = {j.name: j.next_at(now) for j in jobs}
     log.info("scheduler %s: %s", me, ", ".join(j.name for j in jobs) or "nothing to schedule")
