@@ -231,15 +231,11 @@ def _extras() -> list[Callable[..., dict[str, Any]]]:
 
 
 def _cleanup(client: Any, prefix: str, queue: str) -> None:
-    for pattern in (f"{prefix}*", f"rq:*{queue}*"):
-        batch = []
-        for k in client.scan_iter(match=pattern, count=5000):
-            batch.append(k)
-            if len(batch) >= 5000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
+    from workers.bench_export import cleanup
+
+    cleanup(client, prefix)
+    cleanup(client, f"rq:queue:{queue}")
+    cleanup(client, f"rq:wip:{queue}")
 
 
 TARGETS = {

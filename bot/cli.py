@@ -99,17 +99,23 @@ def cmd_stats(a: argparse.Namespace) -> int:
         _print_json(s)
         return 0
     from rich.console import Console
+
+    Console().print(stats_table(s, "tuneloop stats"))
+    return 0
+
+
+def stats_table(s: dict[str, Any], title: str) -> Any:
+    """The seed's stats object as a rich table."""
     from rich.table import Table
 
-    t = Table(title="tuneloop stats", show_header=True)
+    t = Table(title=title, show_header=True)
     t.add_column("group")
     t.add_column("figure")
     t.add_column("value", justify="right")
     for group in ("pipeline", "anonymization", "sessions"):
         for k, v in s[group].items():
             t.add_row(group, k, str(v))
-    Console().print(t)
-    return 0
+    return t
 
 
 def cmd_anonymize(a: argparse.Namespace) -> int:

@@ -142,18 +142,12 @@ async def run_demo(limit: int | None = None, quiet: bool = False) -> dict[str, A
 
 def _print(out: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from .cli import stats_table
 
     c = Console()
-    s = out["stats"]
-    t = Table(title=f"tuneloop demo: {out['conversations']} conversations, {out['sent']} messages")
-    t.add_column("group")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    for group in ("pipeline", "anonymization", "sessions"):
-        for k, v in s[group].items():
-            t.add_row(group, k, str(v))
-    c.print(t)
+    c.print(stats_table(out["stats"], f"tuneloop demo: {out['conversations']} conversations, "
+                                      f"{out['sent']} messages"))
     e = out["export"]
     if e.get("success"):
         c.print(f"[bold]export[/bold]: {e['train_examples']} train + {e['valid_examples']} valid examples")

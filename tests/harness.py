@@ -86,3 +86,13 @@ def all_values(c: redis.Redis, prefix: str, queue: str) -> bytes:
 
 def counters(c: redis.Redis, prefix: str) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in c.hgetall(f"{prefix}stats").items()}
+
+
+def sums_hold(rt: Any) -> dict[str, int]:
+    """ARCHITECTURE.md's two sums, asserted on one atomic snapshot; the pipeline figures back."""
+    from workers.stats import snapshot
+
+    s = snapshot(rt.handle.sync, rt.keys)["pipeline"]
+    assert s["captured"] == s["filtered_out"] + s["analyzed"] + s["queue_size"] + s["discarded"], s
+    assert s["analyzed"] == s["qa_passed"] + s["qa_failed"] + s["needs_review"], s
+    return s

@@ -13,11 +13,12 @@ from rich.console import Console
 from bot.review_cli import cli_reviewer, review_loop
 from middleware.redis_conn import connect
 from tests.conftest import ROOT, SECRET
+from tests.harness import sums_hold
 from tests.records import seed
 from workers import review
 from workers.analyzers.base import Outcome
 from workers.runtime import Runtime
-from workers.stats import daily, snapshot
+from workers.stats import daily
 from workers.tasks import Processor
 
 ANALYSIS = {"intent": "proforma", "product": "HLSO", "size": "16/20", "glaseo_percentage": 20,
@@ -44,13 +45,6 @@ def to_review(rt: Runtime, n: int, users: list[str] | None = None, give_up: bool
     res = Processor(rt, FixedAnalyzer(give_up)).process(ids)
     assert res.needs_review == n
     return ids
-
-
-def sums_hold(rt: Runtime) -> dict:
-    s = snapshot(rt.handle.sync, rt.keys)["pipeline"]
-    assert s["captured"] == s["filtered_out"] + s["analyzed"] + s["queue_size"] + s["discarded"], s
-    assert s["analyzed"] == s["qa_passed"] + s["qa_failed"] + s["needs_review"], s
-    return s
 
 
 @pytest.fixture

@@ -14,18 +14,12 @@ from bot.standins.openai_api import OpenAIStub
 from middleware.config import Env
 from middleware.redis_conn import connect
 from tests.conftest import SECRET
+from tests.harness import sums_hold
 from tests.records import seed
 from workers.analyzers.base import make_analyzer
 from workers.runtime import Runtime
 from workers.stats import snapshot
 from workers.tasks import Processor, process_records, set_processor
-
-
-def sums_hold(rt: Runtime) -> dict:
-    s = snapshot(rt.handle.sync, rt.keys)["pipeline"]
-    assert s["captured"] == s["filtered_out"] + s["analyzed"] + s["queue_size"] + s["discarded"], s
-    assert s["analyzed"] == s["qa_passed"] + s["qa_failed"] + s["needs_review"], s
-    return s
 
 
 @pytest.fixture
