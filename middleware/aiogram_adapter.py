@@ -125,7 +125,8 @@ class AiogramCapture:
             log.exception("consent handling failed (the update goes on to the bot)")
 
         msg = event.message
-        if msg is None or msg.from_user is None or msg.text is None or msg.from_user.is_bot:
+        if (msg is None or msg.from_user is None or msg.text is None or msg.from_user.is_bot
+                or (msg.chat.type != "private" and self.core.config.capture.private_chats_only)):
             return await handler(event, data)
         user = msg.from_user
         names = tuple(n for n in (user.first_name, user.last_name,

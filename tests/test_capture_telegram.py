@@ -288,3 +288,15 @@ async def test_blocking_the_bot_withdraws(botapi, config, env, rconn, prefix):
     assert await wait_until(lambda: not cap.core.store.consent(cap.pseudonymize("telegram:809")).active, 3)
     assert records_of(rconn, prefix) == []
     await cap.close()
+
+
+async def test_group_chats_are_not_captured(botapi, config, env, rconn, prefix):
+    dp, bot, cap = await make_bot(botapi, config, env)
+    await grant(dp, bot, 1212)
+    upd = message_update(1212, "precio HLSO 16/20 para el grupo", chat_id=-100123)
+    upd["message"]["chat"]["type"] = "supergroup"
+    await feed(dp, bot, upd)
+    await cap.flush()
+    assert botapi.sent()[-1]["text"].startswith("¡Perfecto!")
+    assert records_of(rconn, prefix) == []
+    await cap.close()
