@@ -177,7 +177,8 @@ async def post_consent(request: web.Request) -> web.Response:
         local = await cap.core.erase_user_local(rt.resolve(uid))
     out = await _thread(gdpr.consent_set, rt, uid, data["consent"], "api", lang)
     if "erased" in out and local is not None:
-        out["erased"].update(local)
+        for k, v in local.items():
+            out["erased"][k] = out["erased"].get(k, 0) + v
     return web.json_response(out)
 
 

@@ -331,12 +331,13 @@ class ResidueScan:
 
     def __init__(self, anonymizer: Any) -> None:
         self.anonymizer = anonymizer
-        # The instance's version, else its package's DETECTOR_VERSION; None (an anonymizer that
-        # does not say): every record counts as older and is scanned.
+        # The instance's version, else its module's (or package's) DETECTOR_VERSION; None (an
+        # anonymizer that does not say): every record counts as older and is scanned.
         version = getattr(anonymizer, "version", None)
-        if version is None:
-            version = getattr(sys.modules.get(type(anonymizer).__module__.rpartition(".")[0]),
-                              "DETECTOR_VERSION", None)
+        mod = type(anonymizer).__module__
+        for name in (mod, mod.rpartition(".")[0]):
+            if version is None:
+                version = getattr(sys.modules.get(name), "DETECTOR_VERSION", None)
         self.version: str | None = version
         self.scanned = 0
 
@@ -385,6 +386,7 @@ def export(rt: Runtime, *, min_confidence: float | None = None, train_split: flo
             final = stage.commit()
             if out_dir is None:
                 point_latest(root, final)
+                _drop_erased_meanwhile(rt, final)
             result["files"] = {s: str(final / f"{s}.jsonl") for s in SPLITS}
             result["files"]["manifest"] = str(final / "manifest.json")
     except BaseException:
@@ -530,7 +532,18 @@ class _Collector:
         return strata, examples
 
 
+def _drop_erased_meanwhile(rt: Runtime, final: Path) -> None:
+    """A user erased while the export was scanning: rewrite it without them before it is used
+    (the erasure answer could not list an export that was not on disk yet)."""
+    from .export_rebuild import _erased_after, rebuild
+
+    manifest = json.loads((final / "manifest.json").read_text(encoding="utf-8"))
+    if _erased_after(rt, manifest.get("pseudonyms") or [], int(manifest["scan_started_at_ms"])):
+        rebuild(rt)
+
+
 def _run(rt: Runtime, opts: Options, stage: Staging, progress: Progress | None) -> dict[str, Any]:
+    scan_started = time.time()
     cfg = rt.config.export
     scanner = StoreScanner(rt.handle.sync, rt.keys, want_result=opts.fmt == "nlu")
     cand_path = stage.scratch_path("candidates")
@@ -589,6 +602,8 @@ def _run(rt: Runtime, opts: Options, stage: Staging, progress: Progress | None) 
         "version": 1,
         "created_at": iso_z(created),
         "created_at_ms": int(created * 1000),
+        # erasures after this instant may have missed the scan: --rebuild compares against it
+        "scan_started_at_ms": int(scan_started * 1000),
         "format": opts.fmt,
         "options": opts.public(),
         "config": {"system_prompt": builder.system[0]["content"] if builder.system else "",

@@ -118,7 +118,8 @@ def rebuild(rt: Runtime) -> dict[str, Any]:
                 continue
             checked += 1
             manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
-            gone = _erased_after(rt, manifest.get("pseudonyms") or [], int(manifest.get("created_at_ms", 0)))
+            since = manifest.get("scan_started_at_ms", manifest.get("created_at_ms", 0))
+            gone = _erased_after(rt, manifest.get("pseudonyms") or [], int(since))
             if not gone:
                 continue
             tok = uuid.uuid4().hex[:8]

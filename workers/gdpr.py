@@ -27,8 +27,10 @@ def consent_set(rt: Runtime, user_id: str, consent: bool, mechanism: str,
         at = rt.store.grant(pseudonym, text.version, text.lang, mechanism)
         return {"success": True, "user_id": user_id, "consent": True, "consent_timestamp": at / 1000}
     d, e, _ = rt.store.withdraw(pseudonym, mechanism)
+    # a withdrawal erases as /forget does: the spill journals no live process holds, too (the
+    # API adds its own process's buffer and journal; live bot processes erase theirs on pub/sub)
     return {"success": True, "user_id": user_id, "consent": False, "consent_timestamp": None,
-            "erased": {"store": d + e, "buffer": 0, "journal": 0}}
+            "erased": {"store": d + e, "buffer": 0, "journal": _erase_journals(rt, pseudonym)}}
 
 
 def forget(rt: Runtime, user_id: str, mechanism: str, local: dict[str, int] | None = None) -> dict[str, Any]:
@@ -42,27 +44,23 @@ def forget(rt: Runtime, user_id: str, mechanism: str, local: dict[str, int] | No
     if local:
         erased["buffer"] += local.get("buffer", 0)
         erased["journal"] += local.get("journal", 0)
-    else:
-        from middleware.journal import Journal
-
-        erased["journal"] += Journal(rt.env.data_dir / "spill", 0).erase(pseudonym)
+    # the journals left on disk by dead processes, whether or not the caller has a journal of its
+    # own (one that already went through them finds nothing left: nothing is counted twice)
+    erased["journal"] += _erase_journals(rt, pseudonym)
     return {"success": True, "user_id": user_id, "erased": erased, "exports": exports_naming(rt, pseudonym)}
 
 
-def exports_naming(rt: Runtime, pseudonym: str) -> list[str]:
-    """Export directories whose manifest lists the pseudonym (for erasure audits)."""
-    import json as _json
+def _erase_journals(rt: Runtime, pseudonym: str) -> int:
+    """The user's lines in the spill journals on this machine that no live process holds."""
+    from middleware.journal import Journal
 
-    root = rt.env.data_dir / "finetune"
-    out: list[str] = []
-    if not root.exists():
-        return out
-    for manifest in sorted(root.glob("*/manifest.json")):
-        try:
-            data = _json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        users = data.get("users") or data.get("pseudonyms") or []
-        if pseudonym in users:
-            out.append(str(manifest.parent))
-    return out
+    return Journal(rt.env.data_dir / "spill", 0).erase(pseudonym)
+
+
+def exports_naming(rt: Runtime, pseudonym: str) -> list[str]:
+    """Export directories whose manifest lists the pseudonym (for erasure audits): exactly the
+    ones `tuneloop export --rebuild` rewrites. The manifest's key is ``pseudonyms``; the
+    ``latest`` link and hidden staging dirs are not exports of their own."""
+    from .export_rebuild import exports_holding
+
+    return exports_holding(rt, pseudonym)
