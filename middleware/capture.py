@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -189,7 +192,7 @@ class CaptureCore:
         try:
             d = await self._begin(channel, user_id, chat_key, text, known_names, metadata, lang_hint)
         except Exception:
-            self._count_error("begin")
+            self.count_error("begin")
             d = Decision()
         if d.exchange is not None:
             d.exchange.spent = time.perf_counter() - t0
@@ -236,7 +239,7 @@ class CaptureCore:
             ex.sealed = True
             self._enqueue(_Item("r", ex.pseudonym, ex.captured_ms, exchange=ex))
         except Exception:
-            self._count_error("seal")
+            self.count_error("seal")
         self.capture_seconds.observe(ex.spent + time.perf_counter() - t0)
 
     def _enqueue(self, item: _Item) -> None:
@@ -266,10 +269,17 @@ class CaptureCore:
             return text if ccfg.ask_on_first_message else None
         return text if ccfg.ask_again_on_new_version else None
 
-    def _count_error(self, where: str) -> None:
+    def count_error(self, where: str) -> None:
+        """Count and log the exception being handled: its type and where it was raised only,
+        since an exception's message may quote the text (pydantic errors do)."""
         self._errors += 1
         self.stats_local["capture_errors"] += 1
-        log.exception("capture error in %s (counted; the bot is unaffected)", where)
+        etype, _, tb = sys.exc_info()
+        frame = traceback.extract_tb(tb)[-1] if tb is not None else None
+        origin = f"{Path(frame.filename).name}:{frame.lineno}" if frame is not None else "?"
+        log.error("capture error in %s: %s at %s (counted; the bot is unaffected)", where,
+                  etype.__name__ if etype else "?", origin)
+
 
     @property
     def buffered(self) -> int:
@@ -432,7 +442,7 @@ class CaptureCore:
         except Exception:
             self._seen |= seen
             self._dropped += dropped
-            self._count_error("write")
+            self.count_error("write")
             return True
 
     def _build(self, item: _Item) -> dict[str, Any] | None:
@@ -448,7 +458,7 @@ class CaptureCore:
                 for k, v in rr.counts.items():
                     counts[k] = counts.get(k, 0) + v
         except Exception:
-            self._count_error("anonymize")   # a record that cannot be anonymized is never stored
+            self.count_error("anonymize")   # a record that cannot be anonymized is never stored
             return None
         for k, v in res.counts.items():
             counts[k] = counts.get(k, 0) + v
