@@ -38,6 +38,7 @@ from .store import ANON_FIELD, ConsentRecord, Store
 log = logging.getLogger("tuneloop.capture")
 
 PROCESS_JOB = "workers.tasks.process_records"  # named by path: middleware never imports workers
+BATCH_CHARS = 64_000
 
 
 @dataclass(frozen=True)
@@ -416,8 +417,15 @@ class CaptureCore:
         self.redis_ok = False
 
     async def _write_some(self) -> bool:
-        n = min(len(self._buf), self.config.capture.batch_size)
-        batch = [self._buf.popleft() for _ in range(n)]
+        # A batch ends at batch_size records or about BATCH_CHARS of text, so the writer never
+        # holds the GIL long packing one huge pipeline (long messages make smaller batches).
+        batch: list[_Item] = []
+        chars = 0
+        while self._buf and len(batch) < self.config.capture.batch_size and chars < BATCH_CHARS:
+            it = self._buf.popleft()
+            batch.append(it)
+            if it.exchange is not None:
+                chars += len(it.exchange.text) + sum(len(r) for r in it.exchange.replies)
         seen, self._seen = self._seen, set()
         dropped, self._dropped = self._dropped, 0
         loop = asyncio.get_running_loop()
@@ -453,6 +461,7 @@ class CaptureCore:
             res = self.anonymizer.anonymize(ex.text, known_names=ex.known_names)
             replies = []
             for r in ex.replies:
+                time.sleep(0)   # yield the GIL between texts: the loop never waits for more than one
                 rr = self.anonymizer.anonymize(r, known_names=ex.known_names)
                 replies.append(rr.text)
                 for k, v in rr.counts.items():
