@@ -272,8 +272,24 @@ def test_emails_removed(before: str, local: str, dom: str, tld: str, after: str)
 
 @PROPS
 @given(st.lists(st.sampled_from(FILLER + ["0991234567", "ana@example.com", "Saludos,\nAna Ruiz", "16/20",
-                                          "Av. 9 de Octubre 1234 y Boyacá", "IBAN ES9121000418450200051332"]),
+                                          "Av. 9 de Octubre 1234 y Boyacá", "IBAN ES9121000418450200051332", "x205",
+                                          "Morada: Rua Augusta, 12", "Calle 3 N° 461", "dirección:", "entre", "y",
+                                          "DNI 12345678Z", "wa.me/593991234567", "Sr. Paz", "+593 99 123 4567"]),
                 max_size=12).map(" ".join))
 def test_idempotent_on_pii_text(text: str) -> None:
     once = ANON.anonymize(text).text
     assert ANON.anonymize(once).text == once
+
+
+def test_thread_safe(anon: Anonymizer) -> None:
+    """One instance serves the writer thread and any other: results never mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake = Faker("es_ES")
+    fake.seed_instance(11)
+    texts = [f"Saludos,\n{fake.name()}\ncel {fake.phone_number()} correo {fake.email()} HLSO 16/20 FOB Guayaquil"
+             for _ in range(200)]
+    expected = [anon.anonymize(t).text for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda t: anon.anonymize(t).text, texts * 4))
+    assert got == expected * 4

@@ -304,3 +304,15 @@ def test_iban_validity_is_stdnum_validity() -> None:
         if i % 2:
             value = value[:-1] + rng.choice("0123456789")
         assert iban_valid(value) == iban.is_valid(value, check_country=False), value
+
+
+@pytest.mark.parametrize("text", [
+    "billing address: 221 Baker Street Unit 4, New Orleans, LA 70112, thanks",
+    "dirección fiscal: Colón 812 entre Boyacá y Pedro Carbo, oficina 12\nConsignee: Ana",
+    "Mi dirección: Av. Amazonas N24-03 y Colón, piso 4, Quito. Saludos",
+    "Morada: Rua do Ouro, 12, 1100-060 Lisboa - obrigado",
+])
+def test_address_masked_whole_and_idempotent(text: str, anon: Anonymizer) -> None:
+    once = anon.anonymize(text).text
+    assert anon.anonymize(once).text == once
+    assert not anon.detect(once, profile="strict"), once

@@ -146,6 +146,8 @@ class AccountDetector(Detector):
         text = ctx.text
         out: list[Span] = []
         for _, e in ctx.hits.get("acct.cue", ()):
+            if not ctx.number_near(e, 45, 6):
+                continue
             c = _CONNECTOR.match(text, e)
             pos = c.end() if c else e
             if pos - e > 40:

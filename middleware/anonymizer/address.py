@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .base import P_ADDRESS, Context, Detector, Span
+from .base import P_ADDRESS, PLACEHOLDER_RE, Context, Detector, Span
 from .whitelist import notation_at
 
 _UP = "A-ZÁÉÍÓÚÑÜÇÀÂÊÔÃÕ"
@@ -27,17 +27,22 @@ _NAME = rf"(?:{_PART}[ \t]+){{0,2}}{_WORD}(?:[ \t]+(?:{_PART}[ \t]+){{0,2}}{_WOR
 _XNAME = rf"(?:(?i:calle|avenida|av\.|avda\.|pasaje|callej[óo]n)[ \t]+)?{_NAME}"
 _HOUSE = (r"(?:(?:No\.?|N[º°o]\.?|#|nro\.?|n\.?º)[ \t]?)?"
           r"(?:(?:N|S|E|W|Oe?)\d{1,3}[A-Z]?-\d{1,4}[A-Z]?"
-          r"|\d{1,5}[A-Za-z]?[ºª°]?(?:[ \t](?:Sur|Norte|Este|Oeste|Bis))?(?:[ \t]?[-#][ \t]?\d{1,4}[A-Za-z]?)*|[Ss]/[Nn])(?!\w)")
+          r"|\d{1,5}[A-Za-z]?[ºª°]?(?:[ \t](?:Sur|Norte|Este|Oeste|Bis))?(?:[ \t]?[-#][ \t]?\d{1,4}[A-Za-z]?)*"
+          r"(?:[ \t]+\d{1,5}(?=[ \t]*(?:[,.;)\n]|$)))?|[Ss]/[Nn])(?!\w)")  # "Ulloa 281 495": an inner number
 _CROSS = rf"[ \t]*(?<=[ \t])(?:y|e|esq(?:uina)?\.?|and|&|entre)[ \t]+{_XNAME}(?:[ \t]+y[ \t]+{_XNAME})?"
 _UNIT = (r"(?i:piso|p\.|planta|of\.?|oficina|ofic\.?|dpto\.?|depto\.?|departamento|dep\.?|apto?\.?|apartamento"
          r"|apartment|suite|ste\.?|unit|local|bodega|galp[óo]n|casa|villa|solar|lote|mz\.?|manzana|bloque|blq\.?"
          r"|edificio|edif\.?|torre|int\.?|interior|portal|puerta|pta\.?|esc\.?|escalera|fl\.?|floor|room|rm\.?"
-         r"|bldg\.?|sala|andar|conj\.?|cj\.?|lt\.?)")
+         r"|bldg\.?|sala|andar|conj\.?|cj\.?|lt\.?)(?![^\W\d_])")  # whole words: "of" is not "oficina"
 _FLOOR = r"\d{1,2}[ \t]?[º°ª](?:[ \t]?(?:[A-Z]\b|\d{1,2}[ \t]?[ºª]|izq(?:da)?\b\.?|izda\b\.?|dcha?\b\.?|dch\b\.?|dr\b\.?|esq\b\.?|centro\b|ctro\b\.?))?"
 _POST = r"(?:\d{4}-\d{3}|\d{5}-\d{3}|\d{5}(?:-\d{4})?|C\.?P\.?[ \t]?\d{4,5}|[A-Z]{1,2}\d[A-Z\d]?[ \t]\d[A-Z]{2})"
 _CITY = rf"{_CAP}(?:[ \t\-](?:{_PART}[ \t]+)?{_CAP}){{0,2}}"
-_TRAILER = (rf"(?:,?[ \t]*{_UNIT}[ \t]*#?[ \t]*[\w\-]{{1,6}}\b\.?|,?[ \t]*{_FLOOR}|,?[ \t]*{_POST}(?:[ \t]+{_CITY})?"
-            rf"|,?[ \t]*[A-Z]{{2}}[ \t]+\d{{5}}(?:-\d{{4}})?\b|,[ \t]*(?P<city>{_CITY}))")
+# after the house number: a unit, a floor, a second number ("Calle 3 N° 461"), a postcode, a
+# city, a US state and ZIP ("[ ,]" before each: people type " , Depto. 4" too)
+_SEP = r"[ \t]*,?[ \t]*"
+_TRAILER = (rf"(?:{_SEP}{_UNIT}[ \t]*#?[ \t]*[\w\-]{{1,6}}\b\.?|{_SEP}{_FLOOR}"
+            rf"|[ \t]*(?:N[º°o]\.?|No\.|nro\.?|#)[ \t]?\d{{1,5}}[A-Za-z]?\b|{_SEP}{_POST}(?:[ \t]+{_CITY})?"
+            rf"|{_SEP}[A-Z]{{2}}[ \t]+\d{{5}}(?:-\d{{4}})?\b|[ \t]*,[ \t]*(?P<city>{_CITY}))")
 
 # Street words; those also common as plain words count only capitalized ("Vía", "Sector", "Plaza").
 KW_WORDS = ("av avda ave avenida avenue calle c/ cl cll carrera cra kra kr cr tr ak ac diag transv trans blv bv alam "
@@ -234,8 +239,8 @@ class AddressDetector(Detector):
     def _span(self, m: re.Match[str]) -> Span:
         end = m.end()
         city = m.groupdict().get("city")
-        if city and city.split()[0].lower() in self._common:
-            end = m.start("city")  # ", Gracias" is no city
+        if city and m.end("city") == end and all(w.lower() in self._common for w in city.split()):
+            end = m.start("city")  # a trailing ", Gracias" is no city
         return Span(m.start(), end, "ADDRESS", priority=P_ADDRESS)
 
     def _clauses(self, ctx: Context, tag: str, found: list[Span], weak: bool) -> list[Span]:
@@ -250,8 +255,8 @@ class AddressDetector(Detector):
             tail = _CUE_TAIL.match(text, ce)
             start = tail.end() if tail else ce
             end = self._clause_end(text, start)
-            if end - start < 4:
-                continue
+            if end - start < 4 or text.startswith("[", start) and PLACEHOLDER_RE.match(text, start):
+                continue  # (an address masked before: what a previous pass left stays)
             first = text[start]
             if weak and not (first.isdigit() or first.isupper()):
                 continue

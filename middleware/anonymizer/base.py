@@ -90,6 +90,7 @@ def lower_same_length(text: str) -> str:
     return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
 
 
+_WORD_START = "[ \t\n\r\f\v(¿¡\"'/,.;:!?*<>«»“”‘’—–…&+\\-]"
 # Punctuation around a word ("(cel)", "Saludos,", "Av.") is not part of it.
 EDGE = ".,;:!?¿¡()[]{}<>\"'“”‘’«»…*"
 
@@ -110,9 +111,12 @@ class Lexer:
                 if w and tag not in tags.setdefault(w, []):
                     tags[w].append(tag)
         self._tags = {w: tuple(t) for w, t in tags.items()}
-        # Whole words (digits may follow: "cel0991234567", "u10"), never inside an e-mail
-        # address ("maria.santos@..." holds no port of Santos) nor a placeholder ("[ADDRESS]").
-        self._rx = re.compile(rf"(?<![\w@[])(?<!\w[.+\-]){trie_regex(self._tags)}(?![^\W\d_])") if tags else None
+        # A word starts after a blank or punctuation (so never inside an e-mail address nor a
+        # placeholder like "[ADDRESS]") and ends before anything but a letter (digits may follow:
+        # "cel0991234567", "u10"). The separator is matched, not looked behind at: a pattern that
+        # starts with a plain character set lets ``re`` skip to the next word start in C, which
+        # halves the cost of the pass.
+        self._rx = re.compile(rf"{_WORD_START}({trie_regex(self._tags)})(?![a-zß-ÿ])") if tags else None
 
     def scan(self, lower: str) -> dict[str, list[tuple[int, int]]]:
         hits: dict[str, list[tuple[int, int]]] = {}
@@ -120,11 +124,12 @@ class Lexer:
             return hits
         tags_of = self._tags
         add = hits.setdefault
-        for m in self._rx.finditer(lower):
-            w = m.group()
+        for m in self._rx.finditer(" " + lower):  # (the leading blank: a word at the very start)
+            w = m.group(1)
             # (a phrase typed with other whitespace is looked up in its canonical form)
             tags = tags_of.get(w) or tags_of.get(" ".join(w.split()), ())
-            span = m.span()
+            s, e = m.span(1)
+            span = (s - 1, e - 1)
             for t in tags:
                 add(t, []).append(span)
         return hits
@@ -257,6 +262,11 @@ class Context:
         if got is None:
             got = self._long[min_digits] = [c for c in self.chunks if c[2] >= min_digits]
         return got
+
+    def number_near(self, pos: int, within: int, min_digits: int) -> bool:
+        """True if a chunk of ``min_digits``+ digits starts in ``[pos, pos + within]``: a cue word
+        with no number after it needs no closer look."""
+        return any(pos <= cs <= pos + within and nd >= min_digits for cs, _, nd in self.chunks)
 
     def overlaps(self, start: int, end: int) -> bool:
         """True if ``[start, end)`` touches a protected range."""

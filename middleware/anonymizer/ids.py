@@ -77,11 +77,8 @@ _BARE = re.compile(r"(?<![\w.\-])\d{8,19}(?![\w\-])")
 _BARE_CHECKS: tuple[Callable[[str], bool], ...] = (ci.is_valid, pt_nif.is_valid, pe_ruc.is_valid, nit.is_valid)
 
 
-_NON_DIGITS = re.compile(r"\D+")
-
-
 def digit_count(s: str) -> int:
-    return len(_NON_DIGITS.sub("", s))
+    return sum(map(str.isdigit, s))
 
 
 class IdDetector(Detector):
@@ -109,8 +106,9 @@ class IdDetector(Detector):
                 before = text[cs - 2]
             if after in " -" and ce + 1 < n:
                 after = text[ce + 1]
-            if not (before.isalpha() or after.isalpha() or nd in (9, 10, 11, 13, 14)):
-                continue
+            if not (before.isalpha() or after.isalpha() or nd == 13 or (
+                    nd in (9, 10, 11, 14) and ("-" in text[cs:ce] or "." in text[cs:ce]))):
+                continue  # (SSN, NIT, CPF, CNPJ are written with their dashes and dots)
             for m in _SHAPE.finditer(text, max(0, cs - 4), min(n, ce + 10)):
                 if m.start() not in seen and _CHECKS[m.lastgroup or ""](m.group()):
                     seen.add(m.start())
@@ -119,6 +117,8 @@ class IdDetector(Detector):
         cues = ctx.hits.get("id.cue", [])
         upper = [(s, e) for s, e in ctx.hits.get("id.upper", ()) if text[s:e].isupper()]
         for _s, e in (cues + upper if upper else cues):
+            if not ctx.number_near(e, 30, 5):
+                continue  # no number right after the cue ("CIF Valencia" is an incoterm)
             c = _CONNECTOR.match(text, e)
             pos = c.end() if c else e
             if pos - e > 24:

@@ -5,7 +5,9 @@ A name is read token by token after a cue ("me llamo", "soy", "att.", "Sr.", "my
 Faker's es/en/pt locales by ``data/make_names.py``) and a list of common words. A word that is
 both ("Rosa", "Paz", "Price", "Blanco") is a name only where the cue is strong or the word is
 capitalized inside a name already begun; catalog places and business terms are protected before
-any of this runs, so "Santos" the port stays.
+any of this runs, so "Santos" the port stays. One exception, narrow on purpose: a catalog place
+that is also a surname, right after a first name or initial inside a name ("José Valencia",
+"J. Lima"), is the person's surname and goes with the name.
 """
 
 from __future__ import annotations
@@ -64,8 +66,24 @@ _TOKEN = re.compile(r"[ \t]*([^\W\d_]+(?:['’\-][^\W\d_]+)*)(\.?)")
 _HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{0,30}[A-Za-z0-9_])?(?![\w@])")
 _TAGS = frozenset(("name.cue", "name.hon", "name.here"))
 HERE_WORDS = ("here", "aquí", "aqui", "por aquí", "por aqui", "speaking", "hablando", "falando")
-# after a cue, its punctuation: "Saludos,\n" lets the name stand on the next line
-_PUNCT = re.compile(r"[ \t]*(?:[.,:!\-][ \t]*)?(?:\n[ \t]*)?")
+_STOP = frozenset(",;:!?()\n")  # punctuation that ends a name
+
+
+def _after_punct(text: str, i: int) -> int:
+    """Past a cue's punctuation: blanks, one of . , : ! -, blanks, a line break, blanks
+    ("Saludos,\n" lets the name stand on the next line). Plain code: a regex call costs more."""
+    n = len(text)
+    while i < n and text[i] in " \t":
+        i += 1
+    if i < n and text[i] in ".,:!-":
+        i += 1
+        while i < n and text[i] in " \t":
+            i += 1
+    if i < n and text[i] == "\n":
+        i += 1
+        while i < n and text[i] in " \t":
+            i += 1
+    return i
 _BACK = re.compile(r"((?:[^\W\d_][\w'’\-]*\.?[ \t]+){1,5})$")
 _LINE_OK = re.compile(r"^[^\W\d_][\w'’\-. \t]*[.,]?$")
 _CONTACT_LINE = re.compile(r"^\s*(?:\[(?:PHONE|EMAIL)|[+(\d]|(?:cel|tel|telf|m|t|mob|mobile|phone|cell|wa|whatsapp|"
@@ -163,16 +181,27 @@ class NameDetector(Detector):
         """Read a name starting at ``pos``; return its range (and whether it holds a protected
         word) or None."""
         text = ctx.text
+        # the words that follow, separated by blanks only (one regex pass, not one per word)
+        toks: list[re.Match[str]] = []
+        at = pos
+        for m in _TOKEN.finditer(text, pos):
+            if m.start() != at or len(toks) > 8:
+                break
+            toks.append(m)
+            at = m.end()
+            # a full stop after a word (not an initial) or a comma ends the name
+            if (m.group(2) and len(m.group(1)) > 1) or (at < len(text) and text[at] in _STOP):
+                break
         start = end = -1
         words = 0
         pending_initials = 0
         style = ""  # case style of the name begun: "upper", "lower", "title"
         forced = False
-        i = pos
-        while words < 4:
-            m = _TOKEN.match(text, i)
-            if not m:
-                break
+        k = 0
+        n = len(toks)
+        while k < n and words < 4:
+            m = toks[k]
+            k += 1
             w, dot = m.group(1), m.group(2)
             ws, we = m.start(1), m.end(1)
             if ctx.words.overlaps(ws, we):
@@ -182,35 +211,27 @@ class NameDetector(Detector):
                     words += 1
                     pending_initials = 0
                     end = we
-                    i = m.end()
-                    if dot or (m.end() < len(text) and text[m.end()] in ",;:!?()\n"):
-                        break
                     continue
                 break
-            lw = w.lower()
-            if len(w) == 1 and w.isupper() and dot:
+            if len(w) == 1 and dot and w.isupper():
                 # an initial: "R. Pérez", "J. E. Quintero"
                 if start < 0:
                     start = ws
                 pending_initials += 1
-                i = m.end()
                 continue
-            if lw in PARTICLES:
-                if words == 0 and pending_initials == 0:
+            if w.lower() in PARTICLES:
+                if (words == 0 and pending_initials == 0) or k >= n:
                     break
-                nxt = _TOKEN.match(text, m.end())
-                if not nxt or nxt.group(1).lower() in PARTICLES and not _TOKEN.match(text, nxt.end()):
+                if toks[k].group(1).lower() in PARTICLES and k + 1 >= n:
                     break
-                i = m.end()
                 continue
-            kind = self._kind(w)
+            kind = word_kind(w)
             wstyle = "upper" if w.isupper() and len(w) > 1 else "lower" if w.islower() else "title" if w[0].isupper() else ""
             if words == 0 and pending_initials == 0:
                 ok = kind == "known" or (strength >= STRONG and kind in ("unknown", "amb"))
                 if not ok and kind == "amb" and wstyle != "lower":
                     # "soy LUZ DÍAZ": a common-word first name, confirmed by the name after it
-                    nxt = _TOKEN.match(text, m.end())
-                    ok = bool(nxt) and not dot and self._kind(nxt.group(1)) == "known"
+                    ok = not dot and k < n and word_kind(toks[k].group(1)) == "known"
                 if first_required and kind != "known":
                     ok = False
             else:
@@ -225,11 +246,6 @@ class NameDetector(Detector):
             words += 1
             pending_initials = 0
             end = we
-            i = m.end()
-            if dot:
-                break  # "Rachel Love here." / "J. Pruitt." : the sentence ends
-            if m.end() < len(text) and text[m.end()] in ",;:!?()\n":
-                break
         if words == 0:
             return None
         return start, end, forced
@@ -262,8 +278,7 @@ class NameDetector(Detector):
             cue = ctx.lower[s:e]
             strength, closing, greeting, colon = self._cue_info.get(cue) or self._cue_info.get(
                 " ".join(cue.split()), (MEDIUM, False, False, False))
-            p = _PUNCT.match(text, e)
-            pe = p.end() if p else e
+            pe = _after_punct(text, e)
             if colon and ":" not in text[e:pe]:
                 continue
             if pe >= len(text) or (greeting and not text[pe].isupper()):

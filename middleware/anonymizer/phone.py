@@ -62,11 +62,14 @@ class _Region:
     trunk: re.Pattern[str] | None  # the national (trunk) prefix as written before a national number
     lengths: frozenset[int]  # possible lengths of a national significant number
     trunk_first: str  # the digits a trunk prefix can start with
+    trunk_text: str  # the trunk prefix when it is a plain digit string
     general: _Desc
     types: tuple[_Desc, ...]
 
     def national(self, d: str) -> list[str]:
         """The national significant numbers ``d`` may stand for: without its trunk prefix, or itself."""
+        if self.trunk_text:  # a plain prefix ("0", "1"): no regex call
+            return [d[len(self.trunk_text):], d] if d.startswith(self.trunk_text) else [d]
         if self.trunk is not None:
             m = self.trunk.match(d)
             if m and m.end():
@@ -104,19 +107,9 @@ def region(code: str) -> _Region:
     assert general is not None
     types = tuple(t for t in (_desc(getattr(md, name, None)) for name in _VALID_TYPES) if t is not None)
     first = "".join(c for c in "0123456789" if trunk is not None and trunk.match(c + "0000000000"))
-    return _Region(code, md.country_code, trunk, frozenset(md.general_desc.possible_length or ()), first, general,
-                   types)
-
-
-def _number(cc: int, nsn: str) -> phonenumbers.PhoneNumber:
-    """The PhoneNumber a window stands for (for callers that want phonenumbers' objects)."""
-    n = phonenumbers.PhoneNumber(country_code=cc, national_number=int(nsn))
-    if nsn.startswith("0"):  # Italy and a few others keep a leading zero after the country code
-        n.italian_leading_zero = True
-        zeros = len(nsn) - len(nsn.lstrip("0"))
-        if zeros > 1:
-            n.number_of_leading_zeros = zeros
-    return n
+    plain = npp if npp and npp.isdigit() and trunk is not None else ""
+    return _Region(code, md.country_code, trunk, frozenset(md.general_desc.possible_length or ()), first, plain,
+                   general, types)
 
 
 _CC_REGIONS = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
@@ -225,18 +218,26 @@ class PhoneDetector(Detector):
         if len(run) < 7 or sum(map(str.isdigit, run)) < 7:
             return []
         intl_hint = _intl_hint(lower, s)
-        # glued to a word: a code (MSCU1234567, INV-2025...) unless the word is a cue (cel0991...)
+        plus = run[0] == "+"
+        groups = [(g.start() + s, g.end() + s) for g in _GROUP.finditer(run)]
+        # glued to a word: a code (MSCU1234567, INV-2025..., an IBAN's head) unless the word is a
+        # cue (cel0991...); its first group is no phone's, the groups after it may be one
         before = text[s - 1] if s else " "
         if before.isalpha() or (before in "-_/#" and s > 1 and text[s - 2].isalnum()):
             j = s - 1
             while j > 0 and text[j - 1].isalpha():
                 j -= 1
             if not (before.isalpha() and lower[j:s] in self._cues) and not intl_hint:
-                return []
+                groups = groups[1:]
+                plus = False
+                if not groups:
+                    return []
+                s = groups[0][0]
         if e < len(text) and (text[e].isalpha() or text[e] == "@") and not _EXTENSION.match(text, e):
-            return []
-        plus = run[0] == "+"
-        groups = [(g.start() + s, g.end() + s) for g in _GROUP.finditer(run)]
+            groups = groups[:-1]  # glued to a word after it: "72006940N", "0991234567abc"
+            if not groups:
+                return []
+            e = groups[-1][1]
         claimed = ctx.claimed
         digits = ctx.digits  # a number can only collide with trade notation
         if not digits.overlaps(s, e) and not (claimed and any(cs < e and s < ce for cs, ce in claimed)):
@@ -298,6 +299,8 @@ class PhoneDetector(Detector):
         """The end of a number: its closing parenthesis, its extension ("x205", " ext. 12")."""
         if end < len(text) and text[end] == ")":
             end += 1
+        if "x" not in text[end:end + 6].lower():
+            return end
         x = _EXTENSION.match(text, end)
         return x.end() if x else end
 

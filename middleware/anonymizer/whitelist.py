@@ -65,7 +65,6 @@ _AT_DIGIT = re.compile(
 # Inside a chunk (after other digits) a quantity is not one: "099 123 4567 cajas" is a phone
 # number before a word, not 4567 boxes. Only notation that glues digits itself counts there.
 _INNER_DIGIT = re.compile(_DATES)
-_NUMBER_REST = re.compile(r"(?:\d|[.,](?=\d))*")
 _INNER_NEXT = frozenset("/:h.-°º ap")
 _NO_TAIL = frozenset(",;!?)]\n")
 _DIGITS = re.compile(r"\d+")
@@ -237,7 +236,7 @@ class Whitelist:
         for tag, after in _DIGIT_AFTER:
             for s, e in hits.get(tag, ()):
                 c = after.match(lower, e)
-                if c and not (tag == "wl.doc" and _proven_pii(c.group())):
+                if c and not (tag == "wl.doc" and sum(map(str.isdigit, c.group())) >= 6 and _proven_pii(c.group())):
                     ranges.append((s, c.end()))
         if ctx.max_digits >= 5:
             self._digit_led(ctx, ranges)
@@ -277,10 +276,10 @@ class Whitelist:
                         s > 1 and lower[s - 1] in ".," and lower[s - 2].isdigit()))):
                     continue  # inside a match, glued to a word (Z7981620G), or decimals
                 if s == cs:
-                    # what follows the number (decimals included) must be able to start a tail
-                    j = _NUMBER_REST.match(lower, e).end()  # type: ignore[union-attr]
-                    nxt = lower[j + 1:j + 2] if lower[j:j + 1] == " " else lower[j:j + 1]
-                    if not nxt or nxt.isdigit() or nxt in _NO_TAIL:
+                    # what follows the number must be able to start a tail: not the end, not a
+                    # comma, not another group of digits ("099 123 4567" is no quantity)
+                    nxt = lower[e:e + 1]
+                    if not nxt or nxt in _NO_TAIL or (nxt == " " and lower[e + 1:e + 2].isdigit()):
                         continue
                     c = _AT_DIGIT.match(lower, s)
                 else:

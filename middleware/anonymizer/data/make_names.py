@@ -70,6 +70,10 @@ gerencia compras administración administracion finanzas operaciones contabilida
 ruc dni nif nie rfc curp ssn nit iban swift bic usd eur fob cfr cif ddp exw fca pi po oc bl awb eta etd
 hlso hoso pd pud pdto iqf id ci cc tel telf cel apt apto suite unit ste floor piso oficina dpto depto local
 villa mz manzana solar km via vía st ave blvd rd dr avenida calle carrera cra cdla urb edificio torre
+necesito necesitamos necesita quiero queremos quisiera busco buscamos tengo tenemos tiene tienen confirmo
+confirmamos cotizar cotiza cotícenme cotizacion mándame mandame envíen envien enviar envío envio favor porfa
+need needs want wants looking confirm send please quote quoting asking request require interested
+aquí aqui allá alla hoy ahora urgente urgent asap gracias thanks saludos regards
 """.split()
 
 
