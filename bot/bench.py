@@ -215,13 +215,14 @@ def run_bench(quick: bool = False) -> dict[str, Any]:
             out.update(extra(config, env, handle, quick))
     finally:
         _cleanup(handle.sync, prefix, config.redis.queue)
+        _cleanup(handle.sync, prefix.rstrip(":") + "-export:", config.redis.queue)
     return out
 
 
 def _extras() -> list[Callable[..., dict[str, Any]]]:
     """Figures owned by other modules (workers, export), when present."""
     found = []
-    for mod, fn in (("workers.bench", "worker_figures"), ("workers.bench", "export_figures")):
+    for mod, fn in (("bot.bench_workers", "worker_figures"), ("bot.bench_workers", "export_figures")):
         try:
             m = __import__(mod, fromlist=[fn])
             found.append(getattr(m, fn))

@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from middleware.config import Config
@@ -98,15 +99,32 @@ def mask_spans(text: str, spans: list[Any]) -> str:
     return "".join(out)
 
 
-def residue(rec: Record, anonymizer: Any) -> tuple[str | None, list[str] | None]:
+class StrictScan:
+    """The anonymizer's strict profile, remembering recent reply texts: a bot's replies are
+    mostly templates, so the same reply is scanned once, not once per record."""
+
+    def __init__(self, anonymizer: Any, cache_size: int = 4096) -> None:
+        self.anonymizer = anonymizer
+        self.reply = lru_cache(maxsize=cache_size)(self._scan)
+
+    def _scan(self, text: str) -> tuple[Any, ...]:
+        return tuple(self.anonymizer.detect(text, profile="strict"))
+
+    def content(self, text: str) -> list[Any]:
+        return list(self.anonymizer.detect(text, profile="strict"))
+
+
+def residue(rec: Record, scan: Any) -> tuple[str | None, list[str] | None]:
     """The strict detector over content and replies; masked copies when anything is found."""
+    if not isinstance(scan, StrictScan):
+        scan = StrictScan(scan, cache_size=0)
     found = False
-    spans = anonymizer.detect(rec.content, profile="strict")
+    spans = scan.content(rec.content)
     content = mask_spans(rec.content, spans) if spans else None
     found |= bool(spans)
     replies = []
     for r in rec.reply:
-        sp = anonymizer.detect(r, profile="strict")
+        sp = list(scan.reply(r))
         found |= bool(sp)
         replies.append(mask_spans(r, sp) if sp else r)
     if not found:
@@ -117,7 +135,7 @@ def residue(rec: Record, anonymizer: Any) -> tuple[str | None, list[str] | None]
 CHECKS: tuple[Check, ...] = (check_schema, check_length)
 
 
-def judge(rec: Record, analysis: dict[str, Any], cfg: Config, anonymizer: Any) -> tuple[Verdict, Verdict]:
+def judge(rec: Record, analysis: dict[str, Any], cfg: Config, scan: Any) -> tuple[Verdict, Verdict]:
     """Run every check once; returns the verdict if the record is unique and if it turns out to
     be a duplicate (the store decides which applies, atomically with its duplicate index)."""
     errors: list[str] = []
@@ -129,7 +147,7 @@ def judge(rec: Record, analysis: dict[str, Any], cfg: Config, anonymizer: Any) -
         cstatus, cerr = confidence_status(float(conf), cfg)
         errors += cerr
         status = _worst(status, cstatus)
-    content, replies = residue(rec, anonymizer)
+    content, replies = residue(rec, scan)
     v = Verdict(status, errors)
     if content is not None or replies is not None:
         # masked at once, so no residue is ever stored; a person checks the record

@@ -18,7 +18,7 @@ from middleware.capture import detector_version
 from middleware.record import Record, capture_fields, iso_z, result_field
 
 from .analyzers.base import Analyzer, Outcome, make_analyzer
-from .qa import REJECT, REVIEW, Verdict, judge, normalized_hash, residue
+from .qa import REJECT, REVIEW, StrictScan, Verdict, judge, normalized_hash, residue
 from .runtime import Runtime
 
 log = logging.getLogger("tuneloop.worker")
@@ -58,6 +58,7 @@ class Processor:
         self.rt = rt
         self.analyzer = analyzer or make_analyzer(rt.config, rt.env)
         self.anonymizer = rt.anonymizer
+        self.scan = StrictScan(self.anonymizer)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self, coro: Any) -> Any:
@@ -119,10 +120,10 @@ class Processor:
         if out.kind == "ok" and out.analysis is not None:
             analysis = dict(out.analysis)
             analysis.pop("multi", None)
-            v, dup = judge(rec, analysis, cfg, self.anonymizer)
+            v, dup = judge(rec, analysis, cfg, self.scan)
         else:
             analysis = None
-            content, replies = residue(rec, self.anonymizer)
+            content, replies = residue(rec, self.scan)
             v = Verdict(REVIEW, [out.reason or "analyzer_review"])
             if content is not None or replies is not None:
                 v.errors.append("pii_residue")

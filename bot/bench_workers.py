@@ -1,4 +1,4 @@
-"""Worker figures for `tuneloop bench`: records/s through one process (offline analyzer, and a
+"""Worker and export figures for `tuneloop bench`: records/s through one process (offline analyzer, and a
 local OpenAI-compatible server answering in 300 ms), and Redis bytes per stored record."""
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from middleware.config import Config, Env
 from middleware.record import PII_TYPES, Record, capture_fields, iso_z, new_record_id
 from middleware.redis_conn import RedisHandle
 from middleware.store import Store
+from workers.runtime import Runtime
+from workers.tasks import Processor
 
-from .runtime import Runtime
-from .tasks import Processor
 
-
-def _messages(n: int) -> list[tuple[str, str]]:
+def _messages(config: Config, n: int) -> list[tuple[str, str]]:
+    """Synthetic messages and the reference bot's replies to them (templated, as bots' are)."""
     from bot.bench import synthetic_messages
+    from bot.shop import ShopAssistant
 
-    msgs = synthetic_messages(n, seed=5)
-    return [(m, "¡Perfecto! Te envío la proforma en unos minutos.") for m in msgs]
+    shop = ShopAssistant(config)
+    return [(m, shop.reply(m)) for m in synthetic_messages(n, seed=5)]
 
 
 def _seed(rt: Runtime, n: int, anonymize: bool = True) -> list[str]:
@@ -35,7 +36,7 @@ def _seed(rt: Runtime, n: int, anonymize: bool = True) -> list[str]:
     t0 = int(time.time() * 1000) + 10
     items: list[dict[str, Any]] = []
     ids: list[str] = []
-    for i, (text, reply) in enumerate(_messages(n)):
+    for i, (text, reply) in enumerate(_messages(rt.config, n)):
         content = anon.anonymize(text).text if anon is not None else text
         ms = t0 + i
         rec = Record(id=new_record_id(ms), user_id=users[i % len(users)], channel="telegram", content=content,
@@ -97,7 +98,7 @@ def _openai_figure(config: Config, env: Env, handle: RedisHandle, n: int) -> dic
     try:
         e = env.model_copy(update={"openai_api_key": "sk-bench", "openai_base_url": base_url})
         rt = Runtime(config, e, handle)
-        from .analyzers.base import make_analyzer
+        from workers.analyzers.base import make_analyzer
 
         ids = _seed(rt, n)
         p = Processor(rt, make_analyzer(config, e))
@@ -108,8 +109,9 @@ def _openai_figure(config: Config, env: Env, handle: RedisHandle, n: int) -> dic
 
 
 def export_figures(config: Config, env: Env, handle: RedisHandle, quick: bool) -> dict[str, Any]:
-    try:
-        from .bench_export import export_figures as figures
-    except ImportError:
-        return {}
-    return figures(config, env, handle, quick)
+    from workers.bench_export import export_figures as figures
+
+    # a prefix of its own: the worker figures' records must not ride along
+    own = config.model_copy(deep=True)
+    own.redis.prefix = config.redis.prefix.rstrip(":") + "-export:"
+    return figures(own, env, handle, quick)
