@@ -73,7 +73,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise APIError(400, "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object")

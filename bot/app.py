@@ -26,6 +26,21 @@ TELEGRAM_PATH = "/telegram/webhook"
 WHATSAPP_PATH = "/whatsapp/webhook"
 
 
+MAX_JSON_DEPTH = 64               # a real Update nests far less; deeper JSON breaks serializers
+
+
+def too_deep(obj: Any, limit: int) -> bool:
+    """Iterative (no recursion of its own): True when JSON nests deeper than ``limit``."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict | list):
+            if d > limit:
+                return True
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return False
+
+
 class SafeTelegramHandler(SimpleRequestHandler):
     """aiogram's webhook handler, refusing what it would answer with a 500 (malformed JSON, not
     an Update) with a 4xx, and refusing everything when no secret token is configured."""
@@ -39,12 +54,16 @@ class SafeTelegramHandler(SimpleRequestHandler):
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text="body too large")
+        except Exception:   # cut short, badly framed, badly compressed: the sender's error
+            return web.Response(status=400, text="unreadable body")
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return web.Response(status=400, text="body is not valid JSON")
         if not isinstance(data, dict):
             return web.Response(status=400, text="body is not a Telegram Update object")
+        if too_deep(data, MAX_JSON_DEPTH):
+            return web.Response(status=400, text="body nests too deep for a Telegram Update")
         try:
             Update.model_validate(data, context={"bot": self.bot})
         except ValidationError:

@@ -11,13 +11,16 @@ What counts as found (invariant 2 of ARCHITECTURE.md):
 - the exact value, case-insensitively, as a whole (not glued to letters or digits on either
   side); for digit-based values also their compact form ("ES91 2100 ..." -> "ES912100...");
 - for digit-based values (phones, accounts, IDs, cards, IBANs, raw user ids) with 7 digits or
-  more: a run of 7 consecutive digits of the value inside one number as written in the scanned
-  text, comparing digits only ("098-337-4068" holds "0983374"). A number is digits joined by at
-  most two of `` -.()/``; numbers glued to long letter-and-digit words (hashes, pseudonyms,
-  ULIDs) and ISO-8601 timestamps are not numbers people typed, and are skipped. JSON is read as
-  JSON: a JSON number (a timestamp, a count) is found only when its digits and the value's
-  digits contain one another whole, so thousands of machine numbers do not collide by chance
-  with thousands of 7-digit runs.
+  more: 7 consecutive digits of the value inside one number of the scanned text, comparing
+  digits only. A number is digits joined by at most two of ``-.()/`` ("098-337-4068"), and such
+  groups one space apart ("098 337 4068", "ES91 2100 0418 ...") unless the next group is glued
+  to letters ("200 121.8ms" is two numbers). Not numbers people type, so skipped: ISO-8601
+  times, UUIDs, hex words, digits inside long letter-and-digit words (pseudonyms, ULIDs), and JSON
+  numbers (timestamps, counts), which count only when their digits and the value's contain one
+  another whole. A number is evidence for the value(s) it shares the longest run with (a leaked
+  IBAN is not also a leak of every IBAN of its bank), and runs that the messages' own
+  non-personal numbers hold (``allowed_texts``: an invoice "001-003-000078911" beside an IBAN
+  with "0000789") are no evidence.
 
 Redis values are read whatever their type; RQ job payloads are zlib-inflated first; the
 HyperLogLog of users seen is binary by design (countable, not listable) and skipped.
@@ -61,9 +64,13 @@ _CONTEXT = 40
 _WORD = re.compile(r"\w+")
 _NON_DIGIT = re.compile(r"\D+")
 _COMPACT = re.compile(r"[\s\-.()/]+")
-# A number as written: digits joined by at most two of " -.()/" (never across a line).
-_NUMBER = re.compile(r"\d(?:\d|[ \t\-.()/]{1,2}(?=\d))*")
-_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+\-]\d{2}:?\d{2})?)?")
+_SPAN = re.compile(r"\d(?:\d|[\-.()/]{1,2}(?=\d))*")     # digits joined by at most two of -.()/
+_GAP = re.compile(r"\)?[ \t]\(?")                          # one space between groups: "(04) 238"
+# Machine-made, never typed: ISO-8601 times, UUIDs (RQ's job ids), hex words (hashes, SIDs).
+_MACHINE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+\-]\d{2}:?\d{2})?)?"
+    r"|(?<!\w)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?!\w)"
+    r"|(?<!\w)(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}(?!\w)")
 _JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+\-]?\d+)?")
 _MACHINE_WORD = 16   # a letter-and-digit word this long is a hash, a pseudonym, an id: not typed
 
@@ -105,7 +112,6 @@ class Report:
         return {"scanned_for": self.scanned_for, "found": len(found),
                 "by_type": dict(Counter(p.type for p in found)),
                 "by_where": {w: len(v) for w, v in sorted(by_where.items())},
-                "by_rule": dict(Counter(rule for _, rule in {(Pii(f.type, f.value), f.rule) for f in self.findings})),
                 "chars_scanned": dict(self.sizes)}
 
     def describe(self, limit: int = 40) -> str:
@@ -152,15 +158,126 @@ def as_pii(items: Iterable[Pii | tuple[str, str] | dict[str, Any]]) -> list[Pii]
     return out
 
 
+def _machine_glued(text: str, s: int, e: int) -> bool:
+    """The number is part of a long word of letters and digits (a hash, a pseudonym, an id)."""
+    n = len(text)
+    for pos in (s, e - 1):
+        a = pos
+        while a > 0 and _is_word(text[a - 1]):
+            a -= 1
+        b = pos + 1
+        while b < n and _is_word(text[b]):
+            b += 1
+        if b - a >= _MACHINE_WORD and not text[a:b].isdigit():
+            return True
+    return False
+
+
+def numbers(text: str, min_digits: int = MIN_RUN) -> Iterator[tuple[int, int, str]]:
+    """The numbers people type in ``text``, as (start, end, digits), those of ``min_digits`` or more.
+
+    A number: digits joined by at most two of ``-.()/`` ("098-337-4068", "(04)2388368"); and
+    such numbers written in groups, one space apart ("098 337 4068", "+593 98 337 4068",
+    "ES91 2100 0418 ...", "(04) 2388368"), unless the next group is glued to letters ("200
+    121.8ms" is two numbers). ISO-8601 times, UUIDs, hex words and numbers inside long
+    letter-and-digit words (hashes, pseudonyms, ULIDs) are machine-made and skipped.
+    """
+    scan = _MACHINE.sub(lambda m: "#" * len(m.group()), text)
+    n = len(scan)
+    run: list[tuple[int, int, str]] = []
+
+    def flush() -> Iterator[tuple[int, int, str]]:
+        if len(run) > 1:
+            d = "".join(x[2] for x in run)
+            if len(d) >= min_digits:
+                yield run[0][0], run[-1][1], d
+        run.clear()
+
+    for m in _SPAN.finditer(scan):
+        s, e = m.span()
+        if _machine_glued(scan, s, e):
+            yield from flush()
+            continue
+        d = _digits(m.group())
+        if len(d) >= min_digits:
+            yield s, e, d
+        right_glued = e < n and _is_word(scan[e])
+        if run and _GAP.fullmatch(scan, run[-1][1], s) and not right_glued:
+            run.append((s, e, d))
+        else:
+            yield from flush()
+            run.append((s, e, d))
+        if right_glued:
+            yield from flush()
+    yield from flush()
+
+
+def _longest_common_run(a: str, b: str, allowed: set[str], min_run: int) -> int:
+    """The longest run of digits ``a`` and ``b`` share, not counting runs made only of allowed grams."""
+    best = 0
+    prev = [0] * (len(b) + 1)
+    for i in range(1, len(a) + 1):
+        cur = [0] * (len(b) + 1)
+        ai = a[i - 1]
+        for j in range(1, len(b) + 1):
+            if ai == b[j - 1]:
+                n = cur[j] = prev[j - 1] + 1
+                if n > best and (n < min_run or any(a[k:k + min_run] not in allowed
+                                                     for k in range(i - n, i - min_run + 1))):
+                    best = n
+        prev = cur
+    return best if best >= min_run else 0
+
+
+def _fetch(pipe: Any, t: bytes, k: bytes) -> None:
+    """Queue the read of one key of Redis type ``t`` on a pipeline."""
+    if t == b"string":
+        pipe.get(k)
+    elif t == b"hash":
+        pipe.hgetall(k)
+    elif t == b"set":
+        pipe.smembers(k)
+    elif t in (b"list", b"zset"):
+        (pipe.lrange if t == b"list" else pipe.zrange)(k, 0, -1)
+    elif t == b"stream":
+        pipe.xrange(k)
+    else:
+        pipe.exists(k)
+
+
+def _flatten(t: bytes, v: Any) -> Iterator[bytes]:
+    """The bytes of one Redis value of type ``t`` as fetched."""
+    if t == b"string":
+        yield v or b""
+    elif t == b"hash":
+        for f, x in v.items():
+            yield f
+            yield x
+    elif t in (b"list", b"set", b"zset"):
+        yield from v
+    elif t == b"stream":
+        for _id, fields in v:
+            for f, x in fields.items():
+                yield f
+                yield x
+
+
 class LeakScanner:
     """Scans texts, JSON, Redis, directories and logs for a fixed list of values."""
 
     def __init__(self, pii: Iterable[Pii | tuple[str, str] | dict[str, Any]], min_run: int = MIN_RUN,
-                 ignore: Iterable[str] = ()) -> None:
+                 ignore: Iterable[str] = (), allowed_texts: Iterable[str] = ()) -> None:
+        """``ignore``: public values of the operator (config anonymizer.keep_values), blanked before
+        a scan. ``allowed_texts``: the scanned messages with their personal data cut out; a digit
+        run that their numbers hold (an invoice "001-003-000078911" beside an IBAN's "0000789")
+        is what the user wrote besides personal data, kept by design, and no evidence of a leak."""
         self.pii = as_pii(pii)
         self.min_run = min_run
-        # public values of the operator (config anonymizer.keep_values): blanked before a scan
         self.ignore = [_nfc(v) for v in ignore if v and v.strip()]
+        self._allowed: set[str] = set()
+        for t in allowed_texts:
+            for _s, _e, d in numbers(_nfc(t), min_run):
+                self._allowed.update(d[k:k + min_run] for k in range(len(d) - min_run + 1))
         self._exact: dict[str, list[tuple[int, str, int]]] = defaultdict(list)   # first word -> (i, variant, offset)
         self._grams: dict[str, set[int]] = defaultdict(set)
         self._vdigits: dict[int, str] = {}
@@ -230,36 +347,22 @@ class LeakScanner:
                 self._add(i, where, location, "exact", text, s, e)
 
     def _scan_digits(self, text: str, where: str, location: str) -> None:
-        scan = _ISO_TIME.sub(lambda m: "#" * len(m.group()), text) if "-" in text else text
-        n = len(scan)
         mr = self.min_run
-        for m in _NUMBER.finditer(scan):
-            s, e = m.span()
-            if e - s < mr:
-                continue
-            d = _digits(m.group())
-            if len(d) < mr:
-                continue
-            if self._machine_glued(scan, s, e, n):
-                continue
+        for s, e, d in numbers(text, mr):
+            cands: set[int] = set()
             for k in range(len(d) - mr + 1):
-                for i in self._grams.get(d[k:k + mr], ()):
+                g = d[k:k + mr]
+                if g not in self._allowed:
+                    cands |= self._grams.get(g, set())
+            if not cands:
+                continue
+            # the number is evidence for the values it shares the longest run with: a leaked
+            # IBAN is not also a leak of every IBAN of the same bank
+            runs = {i: _longest_common_run(d, self._vdigits[i], self._allowed, mr) for i in cands}
+            best = max(runs.values())
+            for i, r in runs.items():
+                if r >= mr and r == best:
                     self._add(i, where, location, "digits", text, s, e)
-
-    @staticmethod
-    def _machine_glued(text: str, s: int, e: int, n: int) -> bool:
-        """The number is part of a long word of letters and digits (a hash, a pseudonym, an id)."""
-        for pos in (s, e - 1):
-            a = pos
-            while a > 0 and _is_word(text[a - 1]):
-                a -= 1
-            b = pos + 1
-            while b < n and _is_word(text[b]):
-                b += 1
-            word = text[a:b]
-            if b - a >= _MACHINE_WORD and not word.isdigit():
-                return True
-        return False
 
     def scan_number(self, raw: str, where: str, location: str) -> None:
         """A machine number (a JSON number, a Redis integer): found only when its digits and a
@@ -303,7 +406,7 @@ class LeakScanner:
         if st[:1] in ("{", "[", '"'):
             try:
                 obj = json.loads(st)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
             else:
                 self.scan_json(obj, where, location)
@@ -323,46 +426,31 @@ class LeakScanner:
     # ------------------------------------------------------------------------------ places
     def scan_redis(self, conn: Any, prefix: str, queue: str | None = None) -> int:
         """Every key under ``prefix`` and RQ's keys for ``queue``; returns how many keys."""
+        # the key prefix and queue name are random test names, not data: never evidence
+        self.ignore.extend(v for v in (prefix.rstrip(":"), queue) if v and v not in self.ignore)
+        self.ignore.sort(key=len, reverse=True)
         keys: dict[bytes, str] = {}
         for k in conn.scan_iter(match=f"{prefix}*", count=1000):
             keys[k] = "redis"
         if queue:
-            for k in conn.scan_iter(match=f"rq:*{queue}*", count=1000):
+            for k in rq_keys(conn, queue):
                 keys[k] = "rq"
-            for k in conn.scan_iter(match="rq:job:*", count=1000):
-                if k.count(b":") == 2 and conn.hget(k, "origin") == queue.encode():
-                    keys[k] = "rq"
-                    job = k.split(b":", 2)[2]
-                    for sub in (*conn.scan_iter(match=k + b":*"), *conn.scan_iter(match=b"rq:results:" + job)):
-                        keys[sub] = "rq"
-        for k, where in keys.items():
-            loc = k.decode("utf-8", errors="replace")
-            self.scan_text(loc, where, loc)
-            for v in self._redis_values(conn, k):
-                self.scan_bytes(v, where, loc)
-        return len(keys)
-
-    @staticmethod
-    def _redis_values(conn: Any, k: bytes) -> Iterator[bytes]:
-        t = conn.type(k)
-        if t == b"string":
-            yield conn.get(k) or b""
-        elif t == b"hash":
-            for f, v in conn.hgetall(k).items():
-                yield f
-                yield v
-        elif t == b"list":
-            yield from conn.lrange(k, 0, -1)
-        elif t == b"set":
-            yield from conn.smembers(k)
-        elif t == b"zset":
-            for m, _ in conn.zrange(k, 0, -1, withscores=True):
-                yield m
-        elif t == b"stream":
-            for _id, fields in conn.xrange(k):
-                for f, v in fields.items():
-                    yield f
-                    yield v
+        items = list(keys.items())
+        for c in range(0, len(items), 500):
+            chunk = items[c:c + 500]
+            pipe = conn.pipeline(transaction=False)
+            for k, _ in chunk:
+                pipe.type(k)
+            types = pipe.execute()
+            pipe = conn.pipeline(transaction=False)
+            for (k, _), t in zip(chunk, types, strict=True):
+                _fetch(pipe, t, k)
+            for (k, where), t, v in zip(chunk, types, pipe.execute(), strict=True):
+                loc = k.decode("utf-8", errors="replace")
+                self.scan_text(loc, where, loc)
+                for b in _flatten(t, v):
+                    self.scan_bytes(b, where, loc)
+        return len(items)
 
     def scan_dir(self, root: str | Path, where: str = "data") -> int:
         """Every regular file under ``root`` (symlinks not followed); returns how many files."""
@@ -416,9 +504,9 @@ class LeakScanner:
 def scan(pii: Iterable[Pii | tuple[str, str] | dict[str, Any]], *, redis: Any = None, prefix: str | None = None,
          queue: str | None = None, data_dir: str | Path | None = None,
          logs: Iterable[str] | str | None = None, log_records: Iterable[logging.LogRecord] | None = None,
-         ignore: Iterable[str] = ()) -> Report:
+         ignore: Iterable[str] = (), allowed_texts: Iterable[str] = ()) -> Report:
     """One call: scan a Redis prefix (+ its RQ queue), a directory and log text for the values."""
-    s = LeakScanner(pii, ignore=ignore)
+    s = LeakScanner(pii, ignore=ignore, allowed_texts=allowed_texts)
     if redis is not None and prefix:
         s.scan_redis(redis, prefix, queue)
     if data_dir is not None:
@@ -660,16 +748,31 @@ def run_messages(rt: Any, messages: list[Message], concurrency: int = 24) -> Pip
 
 # ---------------------------------------------------------------------------------- the dev set CLI
 
-def _cleanup_redis(conn: Any, prefix: str, queue: str) -> None:
-    keys = list(conn.scan_iter(match=f"{prefix}*", count=1000))
-    keys += list(conn.scan_iter(match=f"rq:*{queue}*", count=1000))
-    for k in conn.scan_iter(match="rq:job:*", count=1000):
-        if k.count(b":") == 2 and conn.hget(k, "origin") == queue.encode():
-            keys.append(k)
-            keys.extend(conn.scan_iter(match=k + b":*"))
-            keys.extend(conn.scan_iter(match=b"rq:results:" + k.split(b":", 2)[2]))
+def rq_keys(conn: Any, queue: str) -> list[bytes]:
+    """RQ's keys for one queue: its queue and registries, its jobs and their sub-keys and results
+    (one SCAN over ``rq:*``, not one per job)."""
+    all_rq = list(conn.scan_iter(match="rq:*", count=1000))
+    out = [k for k in all_rq if queue.encode() in k]
+    jobs = [k for k in all_rq if k.startswith(b"rq:job:") and k.count(b":") == 2]
+    pipe = conn.pipeline(transaction=False)
+    for k in jobs:
+        pipe.hget(k, "origin")
+    mine = {k.split(b":", 2)[2] for k, origin in zip(jobs, pipe.execute(), strict=True) if origin == queue.encode()}
+    for k in all_rq:
+        parts = k.split(b":")
+        if len(parts) >= 3 and parts[1] in (b"job", b"results") and parts[2] in mine and k not in out:
+            out.append(k)
+    return out
+
+
+def cleanup_redis(conn: Any, prefix: str, queue: str) -> None:
+    """Remove every key under ``prefix`` and RQ's keys for ``queue``."""
+    from workers.bench_export import cleanup
+
+    cleanup(conn, prefix)
+    keys = rq_keys(conn, queue)
     for i in range(0, len(keys), 500):
-        conn.delete(*keys[i:i + 500])
+        conn.unlink(*keys[i:i + 500])
     conn.srem("rq:queues", f"rq:queue:{queue}")
 
 
@@ -682,6 +785,13 @@ class _Collect(logging.Handler):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         self.records.append(record)
+
+
+def without_pii(text: str, pii: Iterable[Pii | tuple[str, str] | dict[str, Any]]) -> str:
+    """The message with its personal data cut out (each value becomes a line break)."""
+    for p in sorted(as_pii(pii), key=lambda p: -len(p.value)):
+        text = _nfc(text).replace(p.value, "\n")
+    return text
 
 
 def load_dev(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -750,7 +860,10 @@ def run_dev(path: str | Path, limit: int | None = None, show: int = 0, keep: boo
         result = run_messages(rt, messages)
         dev_pii = as_pii(p for row in rows for p in row.get("pii", ()))
         user_pii = as_pii(p for m in messages for p in m.user_pii())
-        scanner = LeakScanner([*dev_pii, *user_pii], ignore=cfg.anonymizer.keep_values)
+        # the rows' non-personal phrases ("keep"): found in Redis, they show the scan read the records
+        controls = [Pii("CONTROL", k) for k in {k for row in rows for k in row.get("keep", ())}]
+        scanner = LeakScanner([*dev_pii, *user_pii, *controls], ignore=cfg.anonymizer.keep_values,
+                              allowed_texts=[without_pii(r["text"], r.get("pii", ())) for r in rows])
         scanner.scan_redis(conn, prefix, queue)
         scanner.scan_dir(env.data_dir)
         root.removeHandler(collector)
@@ -760,10 +873,12 @@ def run_dev(path: str | Path, limit: int | None = None, show: int = 0, keep: boo
         root.removeHandler(collector)
         root.setLevel(old_level)
         if not keep:
-            _cleanup_redis(conn, prefix, queue)
+            cleanup_redis(conn, prefix, queue)
             shutil.rmtree(tmp, ignore_errors=True)
         conn.close()
     dev_set = set(dev_pii)
+    control_hits = {f.value for f in report.findings if f.type == "CONTROL" and f.where == "redis"}
+    report.findings = [f for f in report.findings if f.type != "CONTROL"]
     found = report.found
     dev_found = [p for p in found if p in dev_set]
     by_where: dict[str, Counter[str]] = defaultdict(Counter)
@@ -776,6 +891,7 @@ def run_dev(path: str | Path, limit: int | None = None, show: int = 0, keep: boo
         "dev_pii_by_type": dict(Counter(p.type for p in dev_pii)),
         "user_values": len(user_pii), "user_values_found": len(found - dev_set),
         "user_found_by_type": dict(Counter(p.type for p in found - dev_set)),
+        "controls_found_in_redis": f"{len(control_hits)} of {len(controls)}",
         "http": dict(result.statuses), "counters": {k: result.stats.get(k, 0) for k in (
             "captured", "filtered_out", "analyzed", "qa_passed", "qa_failed", "needs_review", "exported",
             "dropped", "capture_errors")},

@@ -72,12 +72,16 @@ def cleanup(c: redis.Redis, prefix: str) -> None:
     q = queue_name(prefix)
     keys = list(c.scan_iter(match=f"{prefix}*", count=1000))
     keys += list(c.scan_iter(match=f"rq:*{q}*", count=1000))
-    for k in c.scan_iter(match="rq:job:*", count=1000):
-        if c.hget(k, "origin") == q.encode():
-            keys.append(k)
-            keys.extend(c.scan_iter(match=k.decode() + ":*"))
-    if keys:
-        c.delete(*keys)
+    # RQ's job keys: one scan, then the jobs of this test's queue and their satellites
+    rq_keys = [k for k in c.scan_iter(match="rq:job:*", count=5000)]
+    jobs = [k for k in rq_keys if k.count(b":") == 2]
+    pipe = c.pipeline(transaction=False)
+    for k in jobs:
+        pipe.hget(k, "origin")
+    mine = {k for k, origin in zip(jobs, pipe.execute(), strict=True) if origin == q.encode()}
+    keys += [k for k in rq_keys if k in mine or k.rsplit(b":", 1)[0] in mine]
+    for i in range(0, len(keys), 1000):
+        c.delete(*keys[i:i + 1000])
     c.srem("rq:queues", f"rq:queue:{q}")
 
 

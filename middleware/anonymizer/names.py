@@ -212,6 +212,18 @@ class NameDetector(Detector):
                     pending_initials = 0
                     end = we
                     continue
+                # a catalog place as the first name after a strong cue, a listed name following:
+                # "my name is Sydney Tran", "me llamo Santos Pérez" ("CFR Santos" has no cue)
+                if (not words and not pending_initials and strength >= STRONG and k < n
+                        and ctx.words.only_within(ws, we) and w[0].isupper()
+                        and fold(w) in lexicon()[0] and word_kind(toks[k].group(1)) == "known"
+                        and not ctx.words.overlaps(toks[k].start(1), toks[k].end(1))):
+                    forced = True
+                    start = ws
+                    style = "upper" if w.isupper() and len(w) > 1 else "title"
+                    words += 1
+                    end = we
+                    continue
                 break
             if len(w) == 1 and dot and w.isupper():
                 # an initial: "R. Pérez", "J. E. Quintero"
