@@ -113,45 +113,57 @@ return {discarded, erased, now, was or false}
 """
 
 
-# A worker's verdict on one pending record, applied atomically: the record must still exist and
-# be pending (a retried or duplicated job never routes or counts it twice), its user's consent
-# must still hold, and the near-duplicate index decides between the two prepared verdicts.
-# ARGV: prefix, id, day, status, result, dup_status, dup_result, capture ('' = unchanged),
-# dedupe hash ('' = no duplicate check). Returns the status given, or '' when skipped.
+# Workers' verdicts on pending records, applied atomically, a batch per call: each record must
+# still exist and be pending (a retried or duplicated job never routes or counts it twice), its
+# user's consent must still hold, and the near-duplicate index decides between the two prepared
+# verdicts. ARGV: prefix, day, then per record 7 values: id, status, result, dup_status,
+# dup_result, capture ('' = unchanged), dedupe hash ('' = no duplicate check).
+# Returns one entry per record: the status given, 'discarded', or '' when skipped.
 ROUTE_LUA = r"""
-local p, id = ARGV[1], ARGV[2]
-local rk = p .. 'r:' .. id
-local h = redis.call('HMGET', rk, 's', 'u', 't')
-if not h[1] or h[1] ~= 'pending' then return '' end
-local c = redis.call('HMGET', p .. 'consent:' .. h[2], 'state', 'erased_at')
-if c[1] ~= 'granted' or (c[2] and tonumber(h[3]) <= tonumber(c[2])) then
-  redis.call('DEL', rk)
-  redis.call('SREM', p .. 'status:pending', id)
-  redis.call('ZREM', p .. 'idx:time', id)
-  redis.call('ZREM', p .. 'u:' .. h[2], id)
-  redis.call('HINCRBY', p .. 'stats', 'discarded', 1)
-  return 'discarded'
-end
-local status, result = ARGV[4], ARGV[5]
-if ARGV[9] ~= '' then
-  local dk = p .. 'dedupe'
-  local other = redis.call('HGET', dk, ARGV[9])
-  if other and other ~= id and redis.call('EXISTS', p .. 'r:' .. other) == 1 then
-    status, result = ARGV[6], ARGV[7]
-  else
-    redis.call('HSET', dk, ARGV[9], id)
+local p, day = ARGV[1], ARGV[2]
+local counters = {approved = 'qa_passed', rejected = 'qa_failed', needs_review = 'needs_review'}
+local add = {}
+local out = {}
+for i = 3, #ARGV, 7 do
+  local id = ARGV[i]
+  local rk = p .. 'r:' .. id
+  local h = redis.call('HMGET', rk, 's', 'u', 't')
+  local res = ''
+  if h[1] == 'pending' then
+    local c = redis.call('HMGET', p .. 'consent:' .. h[2], 'state', 'erased_at')
+    if c[1] ~= 'granted' or (c[2] and tonumber(h[3]) <= tonumber(c[2])) then
+      redis.call('DEL', rk)
+      redis.call('SREM', p .. 'status:pending', id)
+      redis.call('ZREM', p .. 'idx:time', id)
+      redis.call('ZREM', p .. 'u:' .. h[2], id)
+      add['discarded'] = (add['discarded'] or 0) + 1
+      res = 'discarded'
+    else
+      local status, result = ARGV[i + 1], ARGV[i + 2]
+      if ARGV[i + 6] ~= '' then
+        local dk = p .. 'dedupe'
+        local other = redis.call('HGET', dk, ARGV[i + 6])
+        if other and other ~= id and redis.call('EXISTS', p .. 'r:' .. other) == 1 then
+          status, result = ARGV[i + 3], ARGV[i + 4]
+        else
+          redis.call('HSET', dk, ARGV[i + 6], id)
+        end
+      end
+      redis.call('HSET', rk, 's', status, 'a', result)
+      if ARGV[i + 5] ~= '' then redis.call('HSET', rk, 'c', ARGV[i + 5]) end
+      redis.call('SMOVE', p .. 'status:pending', p .. 'status:' .. status, id)
+      add['analyzed'] = (add['analyzed'] or 0) + 1
+      add[counters[status]] = (add[counters[status]] or 0) + 1
+      res = status
+    end
   end
+  out[#out + 1] = res
 end
-redis.call('HSET', rk, 's', status, 'a', result)
-if ARGV[8] ~= '' then redis.call('HSET', rk, 'c', ARGV[8]) end
-redis.call('SMOVE', p .. 'status:pending', p .. 'status:' .. status, id)
-local counter = ({approved = 'qa_passed', rejected = 'qa_failed', needs_review = 'needs_review'})[status]
-redis.call('HINCRBY', p .. 'stats', 'analyzed', 1)
-redis.call('HINCRBY', p .. 'stats', counter, 1)
-local daily = p .. 'stats:day:' .. ARGV[3]
-redis.call('HINCRBY', daily, 'analyzed', 1)
-redis.call('HINCRBY', daily, counter, 1)
-return status
+for k, n in pairs(add) do
+  redis.call('HINCRBY', p .. 'stats', k, n)
+  if k ~= 'discarded' then redis.call('HINCRBY', p .. 'stats:day:' .. day, k, n) end
+end
+return out
 """
 
 
@@ -231,11 +243,17 @@ class Store:
         """Queue the flush script on a transaction pipeline (the caller adds the RQ job)."""
         self._flush(keys=[], args=self.flush_args(day, items), client=pipe)
 
-    def route(self, pipe: Any, record_id: str, day: str, status: str, result: str,
-              dup_status: str, dup_result: str, capture: str = "", dedupe_hash: str = "") -> None:
-        """Queue a worker's verdict (see ROUTE_LUA) on a pipeline."""
-        self._route(keys=[], args=[self.keys.prefix, record_id, day, status, result, dup_status,
-                                   dup_result, capture, dedupe_hash], client=pipe)
+    def route(self, day: str, verdicts: list[tuple[str, str, str, str, str, str, str]]) -> list[str]:
+        """Apply workers' verdicts (see ROUTE_LUA), one atomic call per batch; a status per record.
+
+        Each verdict: (id, status, result, dup_status, dup_result, capture or '', dedupe hash or '').
+        """
+        if not verdicts:
+            return []
+        args: list[str] = [self.keys.prefix, day]
+        for v in verdicts:
+            args.extend(v)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in self._route(keys=[], args=args)]
 
     # consent --------------------------------------------------------------------------------
     def consent(self, pseudonym: str) -> ConsentRecord:

@@ -97,24 +97,23 @@ class Processor:
         res = Results()
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         now = iso_z(time.time())
-        pipe = self.rt.handle.sync.pipeline(transaction=False)
+        verdicts: list[tuple[str, str, str, str, str, str, str]] = []
         for rec, out in zip(recs, outcomes, strict=True):
             try:
                 if out.kind == "transient":
                     res.retry_later.append(rec.id)
                     continue
-                self._route(pipe, rec, out, day, now)
+                verdicts.append(self._verdict(rec, out, now))
             except Exception as e:   # one bad record: to review with the reason, never lost
-                log.exception("QA failed on record %s", rec.id)
-                self._route_error(pipe, rec, f"qa_error:{type(e).__name__}", day, now)
-        for status in pipe.execute():
-            s = status.decode() if isinstance(status, bytes) else status
+                log.error("QA failed on record %s: %s", rec.id, type(e).__name__)
+                verdicts.append(self._error_verdict(rec, f"qa_error:{type(e).__name__}", now))
+        for s in self.rt.store.route(day, verdicts):
             if s in ("approved", "rejected", "needs_review"):
                 res.add(s)
         res.errors += len(res.retry_later)
         return res
 
-    def _route(self, pipe: Any, rec: Record, out: Outcome, day: str, now: str) -> None:
+    def _verdict(self, rec: Record, out: Outcome, now: str) -> tuple[str, str, str, str, str, str, str]:
         cfg = self.rt.config
         version = detector_version(self.anonymizer)
         if out.kind == "ok" and out.analysis is not None:
@@ -147,14 +146,13 @@ class Processor:
             rec.qa_errors = verdict.errors
             results.append(result_field(rec))
         dedupe = normalized_hash(rec.content) if cfg.qa.near_duplicate and analysis is not None else ""
-        self.rt.store.route(pipe, rec.id, day, v.status, results[0], dup.status, results[1],
-                            capture, dedupe)
+        return (rec.id, v.status, results[0], dup.status, results[1], capture, dedupe)
 
-    def _route_error(self, pipe: Any, rec: Record, reason: str, day: str, now: str) -> None:
+    def _error_verdict(self, rec: Record, reason: str, now: str) -> tuple[str, str, str, str, str, str, str]:
         rec.analysis, rec.analyzer, rec.processed_at = None, self.analyzer.name, now
         rec.status, rec.qa_passed, rec.qa_errors = "needs_review", False, [reason]  # type: ignore[assignment]
         r = result_field(rec)
-        self.rt.store.route(pipe, rec.id, day, "needs_review", r, "needs_review", r)
+        return (rec.id, "needs_review", r, "needs_review", r, "", "")
 
     # ------------------------------------------------------------------------------ batches
     def process_pending(self, max_items: int = 100, batch: int = 200) -> Results:
