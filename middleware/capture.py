@@ -324,9 +324,9 @@ class CaptureCore:
                                 else labels.declined, erased=erased)
         raise ValueError(f"unknown consent action {cmd.action!r}")
 
-    async def my_data(self, user_id: str) -> dict[str, Any]:
+    async def my_data(self, user_id: str, pseudonym: str | None = None) -> dict[str, Any]:
         """GDPR access (Art. 15/20): the user's consent events and stored, anonymized records."""
-        pseudonym = self.pseudonymize(user_id)
+        pseudonym = pseudonym or self.pseudonymize(user_id)
         loop = asyncio.get_running_loop()
 
         def read() -> dict[str, Any]:

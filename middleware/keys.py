@@ -109,6 +109,10 @@ class Keys:
         """Hash: worker name -> last heartbeat (epoch seconds)."""
         return f"{self.prefix}workers:seen"
 
+    def mydata_link(self, token: str) -> str:
+        """A short-lived /mydata download link (WhatsApp): token -> pseudonym."""
+        return f"{self.prefix}mydata:{token}"
+
     @property
     def scheduler_lock(self) -> str:
         """Held by the one scheduler that acts (any number may run)."""

@@ -14,7 +14,9 @@ Status callbacks, media and empty messages are validated and passed through unto
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -50,6 +52,10 @@ FORM = "application/x-www-form-urlencoded"
 _REPLY_HINT = {"es": "Responde {yes} o {no}.", "en": "Reply {yes} or {no}."}
 _MYDATA = {"es": "Mensajes tuyos guardados (anonimizados): {n}.",
            "en": "Your stored (anonymized) messages: {n}."}
+_MYDATA_LINK = {"es": "Tus datos en un archivo JSON (enlace válido {minutes} min):",
+                "en": "Your data as a JSON file (link valid for {minutes} min):"}
+MYDATA_PATH = "/tuneloop/mydata/"
+MYDATA_TTL = 600
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,8 @@ class TwilioCapture:
     # ------------------------------------------------------------------------------ middleware
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(MYDATA_PATH) and request.method in ("GET", "HEAD"):
+            return await self._mydata_download(request)
         if request.path not in self.paths:
             return await handler(request)
         try:
@@ -204,6 +212,9 @@ class TwilioCapture:
                 return None
             if cmd.action == "mydata":
                 text = await self._mydata(msg.user_id, cmd)
+                link = await self._mydata_link(msg.user_id, cmd)
+                if link:   # WhatsApp takes no JSON attachment: a short-lived link to the file
+                    return _twiml_response(twiml.append_message(twiml.parse(twiml.single_message(text)), link))
             else:
                 reply = await self.core.consent_action(self.channel, msg.user_id, cmd)
                 text = reply.text
@@ -221,6 +232,32 @@ class TwilioCapture:
         data = await self.core.my_data(user_id)
         lang = self.core.texts.get(cmd.lang or data.get("consent", {}).get("lang")).lang   # as consent_action chose
         return f"{state.text} {_MYDATA.get(lang, _MYDATA['en']).format(n=len(data.get('records', ())))}"
+
+    async def _mydata_link(self, user_id: str, cmd: ConsentCommand) -> str | None:
+        """A link, valid MYDATA_TTL seconds, to the user's data as a JSON file (needs the public URL)."""
+        if not self._public_url:
+            return None
+        token = secrets.token_urlsafe(24)
+        client = self.core.handle.async_client()
+        await client.set(self.core.keys.mydata_link(token), self.core.pseudonymize(user_id), ex=MYDATA_TTL)
+        lang = self.core.texts.get(cmd.lang).lang
+        label = _MYDATA_LINK.get(lang, _MYDATA_LINK["en"]).format(minutes=MYDATA_TTL // 60)
+        return f"{label} {self._public_url}{MYDATA_PATH}{token}.json"
+
+    async def _mydata_download(self, request: web.Request) -> web.StreamResponse:
+        token = request.path[len(MYDATA_PATH):].removesuffix(".json")
+        if not token or len(token) > 64:
+            return web.Response(status=404, text="not found")
+        try:
+            raw = await self.core.handle.async_client().get(self.core.keys.mydata_link(token))
+            if raw is None:
+                return web.Response(status=404, text="this link has expired: send /mydata again")
+            data = await self.core.my_data("", pseudonym=raw.decode())
+        except Exception as e:
+            self._error("mydata", e, counted=False)
+            return web.Response(status=503, text="try again in a moment")
+        return web.json_response(data, dumps=lambda o: json.dumps(o, ensure_ascii=False, indent=2), headers={
+            "Content-Disposition": 'attachment; filename="mydata.json"', "Cache-Control": "no-store"})
 
     def _lang_of(self, consent_text: str) -> str:
         for lang in self.core.config.consent.texts:

@@ -534,8 +534,16 @@ async def test_mydata_and_forget_on_whatsapp(config, env, rt, rconn, prefix):
         await app.say(other, "EZ PEEL 26/30")
         await app.cap.flush()
         _, body = await app.say(me, "/mydata")
-        [text] = messages_of(body)
+        [text, link] = messages_of(body)
         assert text.startswith("Tu consentimiento está activo") and text.endswith("(anonimizados): 3.")
+        # the JSON file, through the short-lived link (WhatsApp takes no JSON attachment)
+        path = link.split(PUBLIC, 1)[1]
+        r = await app.client.get(path)
+        assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
+        file = await r.json()
+        assert sorted(x["content"] for x in file["records"]) == ["HLSO 16/20", "HOSO 30/40", "PD 31/40 IQF"]
+        assert file["user_id"] == app.pseudo(me) and me.lstrip("+") not in json.dumps(file)
+        assert (await app.client.get("/tuneloop/mydata/not-a-token.json")).status == 404
         data = await app.cap.core.my_data(f"whatsapp:{me}")
         assert sorted(r["content"] for r in data["records"]) == ["HLSO 16/20", "HOSO 30/40", "PD 31/40 IQF"]
         assert data["user_id"] == app.pseudo(me) and me.lstrip("+") not in json.dumps(data)

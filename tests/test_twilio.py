@@ -435,14 +435,15 @@ async def test_consent_ask_status_withdraw_forget_mydata(app, rconn, prefix):
         await app.say(number, t)
     await app.cap.flush()
     _, body = await app.say(number, "/mydata")
-    [mine] = messages_of(body)
+    [mine, link] = messages_of(body)
     assert mine.startswith("Tu consentimiento está activo") and mine.endswith("(anonimizados): 2.")
+    assert link.startswith("Tus datos en un archivo JSON") and "/tuneloop/mydata/" in link
     _, body = await app.say(number, "/forget")
     assert messages_of(body)[0].startswith(WITHDRAWN)
     assert records_of(rconn, prefix) == []
     _, body = await app.say(number, "/mydata")
-    assert messages_of(body) == ["No tienes consentimiento activo: no guardamos tus mensajes. "
-                                 "Mensajes tuyos guardados (anonimizados): 0."]
+    assert messages_of(body)[0] == ("No tienes consentimiento activo: no guardamos tus mensajes. "
+                                    "Mensajes tuyos guardados (anonimizados): 0.")
     await grant(app, number)
     _, body = await app.say(number, "NO ACEPTO")
     assert messages_of(body)[0].startswith(WITHDRAWN)
