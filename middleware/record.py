@@ -113,10 +113,12 @@ def capture_fields(rec: Record) -> dict[str, str]:
             F_CAPTURE: _dumps(d)}
 
 
-def result_field(rec: Record) -> str:
-    """The analysis/QA/review part, rewritten when a worker or a reviewer acts."""
-    return _dumps({k: v for k, v in rec.model_dump(include=set(_RESULT_KEYS)).items()
-                   if v not in (None, [])})
+def result_field(rec: Record, **override: Any) -> str:
+    """The analysis/QA/review part, rewritten when a worker or a reviewer acts (``override``
+    replaces fields in the output without touching the record)."""
+    d = {k: getattr(rec, k) for k in _RESULT_KEYS}
+    d.update(override)
+    return _dumps({k: v for k, v in d.items() if v not in (None, [])})
 
 
 def to_hash(rec: Record) -> dict[str, str]:

@@ -139,12 +139,13 @@ class Processor:
                 rec.reply = v.masked_reply or []
             rec.detector_version = version   # the version this record was last scanned with
             capture = capture_fields(rec)["c"]
-        results = []
-        for verdict in (v, dup):
-            rec.status = verdict.status  # type: ignore[assignment]
-            rec.qa_passed = verdict.status == "approved"
-            rec.qa_errors = verdict.errors
-            results.append(result_field(rec))
+        rec.status = v.status  # type: ignore[assignment]
+        rec.qa_passed = v.status == "approved"
+        rec.qa_errors = v.errors
+        first = result_field(rec)
+        # the duplicate verdict differs only in its QA fields: patch the JSON, not the model
+        second = result_field(rec, qa_passed=False, qa_errors=dup.errors) if dup is not v else first
+        results = [first, second]
         dedupe = normalized_hash(rec.content) if cfg.qa.near_duplicate and analysis is not None else ""
         return (rec.id, v.status, results[0], dup.status, results[1], capture, dedupe)
 
