@@ -26,6 +26,7 @@ from aiohttp import web
 from middleware import TrainingCapture
 from workers.runtime import Runtime
 
+from .admin import setup_admin
 from .app import TELEGRAM_PATH, create_app
 from .shop import ShopAssistant, telegram_router, whatsapp_handler
 
@@ -47,12 +48,7 @@ def build(rt: Runtime) -> tuple[web.Application, TrainingCapture, Dispatcher, Bo
     assistant = ShopAssistant(rt.config)
     dp = Dispatcher()
     capture.setup(dp)
-    try:
-        from .admin import setup_admin
-
-        setup_admin(dp, capture)
-    except ImportError:   # the admin commands ship with the admin surface
-        log.warning("admin chat commands not available")
+    setup_admin(dp, capture)
     dp.include_router(telegram_router(assistant))
     bot = make_bot(rt)
     app = create_app(rt, capture, dp, bot, whatsapp_handler(assistant, capture))

@@ -109,7 +109,6 @@ class CaptureCore:
         self._counts: dict[str, int] = {}   # spilled / replayed, reported with the next write
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
-        self._closing = False
         self.stats_local = {"dropped": 0, "capture_errors": 0, "written": 0, "batches": 0}
         # Per-core registry: several cores in one process (tests, two bots) never collide.
         self.registry = CollectorRegistry(auto_describe=True)
@@ -146,7 +145,6 @@ class CaptureCore:
         return not self._buf
 
     async def close(self) -> None:
-        self._closing = True
         with contextlib.suppress(Exception):
             await self.flush()
         for t in self._tasks:
@@ -270,11 +268,15 @@ class CaptureCore:
             return text if ccfg.ask_on_first_message else None
         return text if ccfg.ask_again_on_new_version else None
 
+    def note_error(self) -> None:
+        """Count one capture error (reported to Redis with the next write)."""
+        self._errors += 1
+        self.stats_local["capture_errors"] += 1
+
     def count_error(self, where: str) -> None:
         """Count and log the exception being handled: its type and where it was raised only,
         since an exception's message may quote the text (pydantic errors do)."""
-        self._errors += 1
-        self.stats_local["capture_errors"] += 1
+        self.note_error()
         etype, _, tb = sys.exc_info()
         frame = traceback.extract_tb(tb)[-1] if tb is not None else None
         origin = f"{Path(frame.filename).name}:{frame.lineno}" if frame is not None else "?"

@@ -44,7 +44,6 @@ class CaptureConfig(_Model):
     command_prefixes: list[str] = Field(default_factory=lambda: ["/"])
     private_chats_only: bool = Field(True, description="group messages involve people who never consented")
     recheck_seconds: float = Field(10.0, gt=0, description="how often a failed start-up check is retried")
-    reply_timeout_s: float = Field(30.0, gt=0)
     spill_max_mb: float = Field(256, ge=0, description="disk journal bound while Redis is away; 0 disables it")
     spill_fsync: Literal["always", "batch", "never"] = "batch"
 

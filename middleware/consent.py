@@ -24,8 +24,6 @@ from .store import ConsentRecord
 
 log = logging.getLogger("tuneloop.consent")
 
-MECHANISMS = ("button", "command", "keyword", "api", "cli")
-
 
 @dataclass(frozen=True)
 class ConsentText:

@@ -104,11 +104,6 @@ class Keys:
         """List of export summaries (JSON), newest first."""
         return f"{self.prefix}exports"
 
-    @property
-    def workers_seen(self) -> str:
-        """Hash: worker name -> last heartbeat (epoch seconds)."""
-        return f"{self.prefix}workers:seen"
-
     def mydata_link(self, token: str) -> str:
         """A short-lived /mydata download link (WhatsApp): token -> pseudonym."""
         return f"{self.prefix}mydata:{token}"

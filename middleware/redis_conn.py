@@ -42,9 +42,6 @@ class RedisHandle:
                                                   health_check_interval=30)
         return self._async
 
-    def new_sync(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=3)
-
 
 def start_embedded(data_dir: Path) -> tuple[str, Any]:
     """Start (or join) the embedded redis-server for this data dir; returns (url, server)."""

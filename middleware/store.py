@@ -272,15 +272,6 @@ class Store:
                                                      mechanism, "1" if erase else "0"])
         return int(d), int(e), int(now)
 
-    def mark_asked(self, pseudonym: str, version: str) -> bool:
-        """Record that the user was asked this text version; False when already asked."""
-        ck = self.keys.consent(pseudonym)
-        old = self.r.hget(ck, "asked")
-        if old is not None and old.decode() == version:
-            return False
-        self.r.hset(ck, "asked", version)
-        return True
-
     def consent_events(self, pseudonym: str) -> list[dict[str, Any]]:
         return [json.loads(e) for e in self.r.lrange(self.keys.consent_events(pseudonym), 0, -1)]
 

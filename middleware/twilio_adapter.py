@@ -308,8 +308,7 @@ class TwilioCapture:
     def _error(self, where: str, e: BaseException, counted: bool = True) -> None:
         # The exception's type only: its message could carry the number or the text (invariant 2).
         if counted:
-            self.core._errors += 1
-            self.core.stats_local["capture_errors"] += 1
+            self.core.note_error()
         log.warning("capture error in twilio %s: %s (the bot is unaffected)", where, type(e).__name__)
 
 
