@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -523,26 +524,32 @@ class CaptureCore:
             pipe.pfadd(self.keys.users_seen, *seen)
         if dropped:
             pipe.hincrby(self.keys.stats, "dropped", dropped)
-        if self._errors:
-            errors, self._errors = self._errors, 0
+        errors, self._errors = self._errors, 0
+        if errors:
             pipe.hincrby(self.keys.stats, "capture_errors", errors)
         counts, self._counts = self._counts, {}
         for k, v in counts.items():
             pipe.hincrby(self.keys.stats, k, v)
         try:
             pipe.execute()
-        except Exception:
+        except Exception:   # nothing was counted: report these with the next write
+            self._errors += errors
             for k, v in counts.items():
                 self._counts[k] = self._counts.get(k, 0) + v
             raise
         self.stats_local["written"] += len(items)
         self.stats_local["batches"] += 1
 
-    def _enqueue_job(self, pipe: redis.client.Pipeline, ids: list[str]) -> None:
-        from rq import Queue, Retry
+    @cached_property
+    def _queue(self) -> Any:
+        from rq import Queue
         from rq.serializers import JSONSerializer
 
-        q = Queue(self.config.redis.queue, connection=self.handle.sync, serializer=JSONSerializer)
+        return Queue(self.config.redis.queue, connection=self.handle.sync, serializer=JSONSerializer)
+
+    def _enqueue_job(self, pipe: redis.client.Pipeline, ids: list[str]) -> None:
+        from rq import Retry
+
         # Retry: a job whose worker died (SIGKILL, OOM) is picked up again by RQ's registry cleanup.
-        q.enqueue_call(PROCESS_JOB, args=(ids,), pipeline=pipe, timeout=self.config.workers.job_timeout_s,
+        self._queue.enqueue_call(PROCESS_JOB, args=(ids,), pipeline=pipe, timeout=self.config.workers.job_timeout_s,
                        result_ttl=0, failure_ttl=7 * 86400, retry=Retry(max=5, interval=[30, 120, 600]))
