@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,13 +21,26 @@ PII_TYPES = ("PHONE", "EMAIL", "ADDRESS", "ID", "ACCOUNT", "NAME")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+_last_ulid = 0
+_ulid_lock = threading.Lock()
+
+
 def new_record_id(now_ms: int | None = None) -> str:
     """A ULID (time-ordered, 48-bit ms + 80 random bits) as ``r_<26 chars>``.
 
-    Written out (15 lines) rather than adding a dependency for it.
+    Monotonic within a process, as the ULID spec's monotonic mode: two ids made in the same
+    millisecond still sort in the order they were made, so the time index (ties broken by id)
+    keeps a user's turns in order for context rebuilding. Written out rather than adding a
+    dependency for 20 lines.
     """
+    global _last_ulid
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     n = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    with _ulid_lock:
+        if ms == _last_ulid >> 80:   # same millisecond as the last id: count up from it
+            n = _last_ulid + 1
+        if ms >= _last_ulid >> 80:   # an earlier ms (a slow exchange sealed late) sorts by itself
+            _last_ulid = n
     out = []
     for _ in range(26):
         out.append(_CROCKFORD[n & 31])
