@@ -90,7 +90,10 @@ async def _capture_overhead(config: Config, env: Env, n: int, rounds: int) -> di
             dp.include_router(router)
             return dp
 
+        # Two bots: tuneloop attaches a session middleware to the bot it sees, and the plain
+        # dispatcher's calls must not go through it.
         bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(url)))
+        plain_bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(url)))
         plain = make_dp()
         captured = make_dp()
         cap = TrainingCapture(config, env)
@@ -110,9 +113,10 @@ async def _capture_overhead(config: Config, env: Env, n: int, rounds: int) -> di
                    for i, t in enumerate(texts)]
 
         async def run(dp: Dispatcher) -> float:
+            b = bot if dp is captured else plain_bot
             t0 = time.perf_counter()
             for u in updates:
-                await dp.feed_update(bot, u)
+                await dp.feed_update(b, u)
             return (time.perf_counter() - t0) / len(updates)
 
         await run(plain)      # warm-up: connections, caches
@@ -129,11 +133,12 @@ async def _capture_overhead(config: Config, env: Env, n: int, rounds: int) -> di
         await cap.flush(60)
         plain_long, captured_long = make_dp(long=True), make_dp(long=True)
         cap.setup(captured_long)
-        stall_base = await _loop_stall(plain_long, bot, users, config.capture.max_length)
+        stall_base = await _loop_stall(plain_long, plain_bot, users, config.capture.max_length)
         stall = await _loop_stall(captured_long, bot, users, config.capture.max_length)
         written = cap.core.stats_local["written"]
         await cap.close()
         await bot.session.close()
+        await plain_bot.session.close()
         gc.unfreeze()
         b, w = statistics.median(base), statistics.median(withc)
         return {"update_ms_without": b * 1000, "update_ms_with": w * 1000,
@@ -162,9 +167,13 @@ async def _loop_stall(dp: Any, bot: Any, users: list[int], length: int) -> float
             await asyncio.sleep(0.001)
             worst = max(worst, time.perf_counter() - t0 - 0.001)
 
+    updates = [Update.model_validate(message_update(users[i % len(users)], t), context={"bot": bot})
+               for i, t in enumerate(texts * 4)]
+    for u in updates[:len(texts)]:   # warm-up: a fresh Dispatcher's first updates are slow without tuneloop too
+        await dp.feed_update(bot, u)
+    await asyncio.sleep(0.5)
     tick = asyncio.get_running_loop().create_task(ticker())
-    for i, t in enumerate(texts * 4):
-        u = Update.model_validate(message_update(users[i % len(users)], t), context={"bot": bot})
+    for u in updates:
         await dp.feed_update(bot, u)
     await asyncio.sleep(0.5)   # the writer drains while the ticker watches
     stop = True

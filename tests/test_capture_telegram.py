@@ -300,3 +300,22 @@ async def test_group_chats_are_not_captured(botapi, config, env, rconn, prefix):
     assert botapi.sent()[-1]["text"].startswith("¡Perfecto!")
     assert records_of(rconn, prefix) == []
     await cap.close()
+
+
+async def test_bots_answer_classes_survive_garbage_collection(botapi, config, env):
+    """aiogram builds Response[T] for each call's answer and pydantic caches it weakly; freed by a
+    collection, it is rebuilt on the event loop (a 3 ms stall). Capture's allocations make
+    collections frequent, so tuneloop holds the classes the bot's calls use."""
+    import gc
+    import weakref
+
+    from aiogram.methods import Response
+    from aiogram.types import Message
+
+    dp, bot, cap = await make_bot(botapi, config, env)
+    await grant(dp, bot, 67)
+    await feed(dp, bot, message_update(67, "hola"))
+    ref = weakref.ref(Response[Message])
+    gc.collect()
+    assert ref() is not None
+    await cap.close()
