@@ -21,26 +21,25 @@ PII_TYPES = ("PHONE", "EMAIL", "ADDRESS", "ID", "ACCOUNT", "NAME")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-_last_ulid = 0
+_last_in_ms: dict[int, int] = {}   # ms -> the last id made in it (the most recent few ms)
 _ulid_lock = threading.Lock()
 
 
 def new_record_id(now_ms: int | None = None) -> str:
     """A ULID (time-ordered, 48-bit ms + 80 random bits) as ``r_<26 chars>``.
 
-    Monotonic within a process, as the ULID spec's monotonic mode: two ids made in the same
-    millisecond still sort in the order they were made, so the time index (ties broken by id)
-    keeps a user's turns in order for context rebuilding. Written out rather than adding a
-    dependency for 20 lines.
+    Monotonic within a millisecond, as the ULID spec's monotonic mode: ids made in the same
+    millisecond sort in the order they were made, so the time index (ties broken by id) keeps a
+    user's turns in order for context rebuilding, even for exchanges sealed out of order.
+    Written out rather than adding a dependency for 20 lines.
     """
-    global _last_ulid
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    n = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     with _ulid_lock:
-        if ms == _last_ulid >> 80:   # same millisecond as the last id: count up from it
-            n = _last_ulid + 1
-        if ms >= _last_ulid >> 80:   # an earlier ms (a slow exchange sealed late) sorts by itself
-            _last_ulid = n
+        last = _last_in_ms.get(ms)
+        n = last + 1 if last is not None else (ms << 80) | int.from_bytes(os.urandom(10), "big")
+        _last_in_ms[ms] = n
+        if len(_last_in_ms) > 256:
+            del _last_in_ms[next(iter(_last_in_ms))]
     out = []
     for _ in range(26):
         out.append(_CROCKFORD[n & 31])

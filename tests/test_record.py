@@ -15,6 +15,8 @@ def test_ids_made_in_one_millisecond_keep_their_order():
     assert ids == sorted(ids) and len(set(ids)) == 500
     assert new_record_id(1_699_999_999_999) < ids[0]       # an earlier ms still sorts first
     assert new_record_id(1_700_000_000_001) > ids[-1]
+    later = [new_record_id(1_700_000_000_000) for _ in range(5)]   # that ms again, after others
+    assert later == sorted(later) and later[0] > ids[-1]
 
 
 @settings(max_examples=150, deadline=None)
