@@ -158,6 +158,7 @@ class ConsentCache:
         self.keys = keys
         self._client_factory = client_factory
         self._cache: dict[str, ConsentRecord] = {}
+        self._changes = 0   # invalidations so far: a read that spans one is not cached
         self._max = max_entries
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -171,16 +172,20 @@ class ConsentCache:
         if hit is not None:
             return hit
         client = self._client_factory()
+        changes = self._changes
         h = await asyncio.wait_for(client.hgetall(self.keys.consent(pseudonym)), timeout)
         rec = ConsentRecord.from_hash(h)
-        # only cache while the invalidation channel is live: otherwise a change could be missed
-        if self._subscribed.is_set():
+        # only cache while the invalidation channel is live (otherwise a change could be missed)
+        # and when no change arrived while the read was in flight: the value read may predate
+        # it ("/consent yes" handled while the user's next message looked consent up)
+        if self._subscribed.is_set() and changes == self._changes:
             if len(self._cache) >= self._max:
                 self._cache.clear()
             self._cache[pseudonym] = rec
         return rec
 
     def invalidate(self, pseudonym: str, event: str = "change") -> None:
+        self._changes += 1
         self._cache.pop(pseudonym, None)
         for cb in self.on_change:
             try:
@@ -212,6 +217,7 @@ class ConsentCache:
                 pubsub = self._client_factory().pubsub()
                 await pubsub.subscribe(self.keys.consent_channel)
                 self._cache.clear()  # changes may have been missed while unsubscribed
+                self._changes += 1
                 self._subscribed.set()
                 delay = 0.2
                 # get_message, not listen(): an abandoned listen() async generator is finalized
