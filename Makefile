@@ -3,13 +3,18 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The anonymizer is compiled at install (setup.py): an edit to it reinstalls.
+ANON_SRC := $(wildcard middleware/anonymizer/*.py)
 
 .PHONY: install test demo lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(ANON_SRC)
 	$(BIN)/pip install -q -e '.[dev]'
+	@$(BIN)/python -c "import middleware.anonymizer as a; print('anonymizer build:', a.BUILD)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,10 +26,12 @@ demo: $(STAMP)
 	$(BIN)/tuneloop demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check middleware workers bot tests
+	$(BIN)/ruff check middleware workers bot tests setup.py
 
 bench: $(STAMP)
 	$(BIN)/tuneloop bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+	find middleware -name '*.so' -delete
+	rm -f *__mypyc*.so

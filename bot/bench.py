@@ -183,24 +183,49 @@ async def _loop_stall(dp: Any, bot: Any, users: list[int], length: int) -> float
 
 # ------------------------------------------------------------------------------------ anonymizer
 
-def _anonymizer_throughput(config: Config, n: int) -> dict[str, float]:
-    from middleware.anonymizer import Anonymizer
+def _anonymizer_throughput(config: Config, n: int, corpus: list[str] | None = None) -> dict[str, Any]:
+    from middleware.anonymizer import BUILD, Anonymizer
 
     anon = Anonymizer.from_config(config)
     texts = synthetic_messages(n, seed=3)
-    for t in texts[:200]:
-        anon.anonymize(t)
-    t0 = time.perf_counter()
-    for t in texts:
-        anon.anonymize(t)
-    dt = time.perf_counter() - t0
+    out: dict[str, Any] = {"anonymizer_build": BUILD, "anonymizer_msgs_per_s": _msgs_per_s(anon, texts)}
+    if corpus:
+        out["anonymizer_corpus_msgs_per_s"] = _msgs_per_s(anon, corpus)
     long = (" ".join(texts))[: config.capture.max_length]
     times = []
     for _ in range(50):
         t1 = time.perf_counter()
         anon.anonymize(long)
         times.append(time.perf_counter() - t1)
-    return {"anonymizer_msgs_per_s": n / dt, "anonymizer_2000_chars_ms": statistics.median(times) * 1000}
+    out["anonymizer_2000_chars_ms"] = statistics.median(times) * 1000
+    return out
+
+
+def _msgs_per_s(anon: Any, texts: list[str], rounds: int = 3) -> float:
+    """Messages per second, the best of a few passes (a pass another process disturbed is slow)."""
+    for t in texts[:200]:
+        anon.anonymize(t)
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for t in texts:
+            anon.anonymize(t)
+        best = min(best, time.perf_counter() - t0)
+    return len(texts) / best
+
+
+def read_corpus(path: str) -> list[str]:
+    """The texts of a JSONL corpus ('text' of each line), for the anonymizer figure."""
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                texts.append(str(json.loads(line)["text"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"--pii-corpus {path}: line {lineno} is not a JSON object with a 'text'") from e
+    return texts
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -208,7 +233,7 @@ def _anonymizer_throughput(config: Config, n: int) -> dict[str, float]:
 Figure = Callable[[], dict[str, Any]]
 
 
-def run_bench(quick: bool = False) -> dict[str, Any]:
+def run_bench(quick: bool = False, corpus: list[str] | None = None) -> dict[str, Any]:
     env = load_env()
     tmp = None
     if not env.redis_url:
@@ -225,7 +250,7 @@ def run_bench(quick: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"redis": "embedded" if env.embedded_redis else "REDIS_URL", "quick": quick}
     try:
         out.update(asyncio.run(_capture_overhead(config, env, 300 if quick else 2000, 1 if quick else 5)))
-        out.update(_anonymizer_throughput(config, 2000 if quick else 20_000))
+        out.update(_anonymizer_throughput(config, 2000 if quick else 20_000, corpus))
         for extra in _extras():
             out.update(extra(config, env, handle, quick))
     finally:
@@ -256,7 +281,7 @@ def _cleanup(client: Any, prefix: str, queue: str) -> None:
 
 TARGETS = {
     "capture_overhead_ratio": ("<=", 2.0), "max_loop_stall_ms": ("<=", 5.0),
-    "anonymizer_msgs_per_s": (">=", 15_000), "worker_offline_records_per_s": (">=", 5_000),
+    "anonymizer_msgs_per_s": (">=", 15_000), "anonymizer_corpus_msgs_per_s": (">=", 15_000), "worker_offline_records_per_s": (">=", 5_000),
     "worker_openai_records_per_s": (">=", 100), "export_records_per_s": (">=", 50_000),
     "export_peak_rss_mb": ("<=", 200),
 }
@@ -282,7 +307,17 @@ def print_table(res: dict[str, Any]) -> None:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    res = run_bench(quick=a.quick)
+    corpus = None
+    if a.pii_corpus:
+        try:
+            corpus = read_corpus(a.pii_corpus)
+        except OSError as e:
+            print(f"tuneloop bench: --pii-corpus: {e.strerror}: {a.pii_corpus}", file=sys.stderr)
+            return 2
+        except ValueError as e:
+            print(f"tuneloop bench: {e}", file=sys.stderr)
+            return 2
+    res = run_bench(quick=a.quick, corpus=corpus)
     if a.json:
         print(json.dumps(res, indent=2))
     else:

@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="measure the performance figures")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quick", action="store_true", help="small sizes (for the test suite)")
+    s.add_argument("--pii-corpus", metavar="JSONL", default=None,
+                   help="also time the anonymizer over this corpus (JSONL lines with a 'text'), e.g. the PII dev set")
     s.set_defaults(func=_dispatch("bot.bench", "cmd_bench"))
     return p
 

@@ -69,6 +69,16 @@ def test_consent_stats_records_process(config, env, tmp_path):
     assert p.returncode == 2 and "--max-items" in p.stderr
 
 
+def test_bench_refuses_a_bad_corpus(config, env, tmp_path):
+    e = environ(config, env, tmp_path)
+    p = cli(["bench", "--pii-corpus", str(tmp_path / "missing.jsonl")], e)
+    assert p.returncode == 2 and "--pii-corpus" in p.stderr and "Traceback" not in p.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"id": 2}\n')
+    p = cli(["bench", "--pii-corpus", str(bad)], e)
+    assert p.returncode == 2 and "line 2" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_scheduler_enqueues_due_jobs_once_per_period(config, env):
     config.workers.mode = "scheduled"
     rt = Runtime(config, env, connect(env))

@@ -108,7 +108,7 @@ def region(code: str) -> _Region:
     types = tuple(t for t in (_desc(getattr(md, name, None)) for name in _VALID_TYPES) if t is not None)
     first = "".join(c for c in "0123456789" if trunk is not None and trunk.match(c + "0000000000"))
     plain = npp if npp and npp.isdigit() and trunk is not None else ""
-    return _Region(code, md.country_code, trunk, frozenset(md.general_desc.possible_length or ()), first, plain,
+    return _Region(code, int(md.country_code or 0), trunk, frozenset(md.general_desc.possible_length or ()), first, plain,
                    general, types)
 
 

@@ -219,9 +219,9 @@ class Whitelist:
         if ctx.has_digit:
             for tag, after in _WORD_AFTER:
                 for s, e in hits.get(tag, ()):
-                    c = after.match(lower, e)
-                    if c:
-                        ranges.append((s, c.end()))
+                    cm = after.match(lower, e)
+                    if cm:
+                        ranges.append((s, cm.end()))
         return union_ranges(ranges) if ranges else ranges
 
     def protected_digits(self, ctx: Context, keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
