@@ -139,7 +139,7 @@ class Lexer:
 # four digits at least.
 # (ASCII classes and possessive repeats: the engine has made every digit ASCII, and a category
 # test per character is what makes a full-text scan slow)
-_CHUNK = re.compile(r"[0-9](?:[ \t.,:/()\-]{0,3}+[0-9]){3,}+")
+_CHUNK = re.compile(r"[0-9](?:(?!\.[ \t])[ \t.,:/()\-]{0,3}+[0-9]){3,}+")   # (". " ends a sentence)
 _SEPARATORS = str.maketrans("", "", " \t.,:/()-")
 
 

@@ -47,21 +47,68 @@ DEFAULT_CUES: dict[str, int] = {
     "prezada": MEDIUM, "gracias": MEDIUM, "thanks": MEDIUM, "thank you": MEDIUM, "obrigado": MEDIUM,
     "buenos días": MEDIUM, "buenas tardes": MEDIUM, "buenas": MEDIUM, "good morning": MEDIUM,
     "bendiciones": MEDIUM, "from": MEDIUM,
+    # someone to ask for, who signs, who is in charge
+    "preguntar por": STRONG, "pregunte por": STRONG, "pregunten por": STRONG, "ask for": MEDIUM,
+    "falar com": MEDIUM, "fale com": MEDIUM, "hablar con": MEDIUM, "speak to": MEDIUM, "speak with": MEDIUM,
+    "talk to": MEDIUM, "quem fala é": STRONG, "quem fala e": STRONG, "aqui é": MEDIUM, "em nome de": STRONG,
+    "a nome de": STRONG, "contact person": STRONG, "persona de contacto": STRONG, "pessoa de contato": STRONG,
+    "my partner": MEDIUM, "my colleague": MEDIUM, "mi socio": MEDIUM, "mi socia": MEDIUM, "mi colega": MEDIUM,
+    "mi compañero": MEDIUM, "mi compañera": MEDIUM, "meu sócio": MEDIUM, "minha sócia": MEDIUM,
+    "el responsable es": STRONG, "la responsable es": STRONG, "o responsável é": STRONG, "a responsável é": STRONG,
+    "responsable:": STRONG, "responsável:": STRONG, "aos cuidados de": STRONG, "a cargo de": MEDIUM,
+    "c/o": STRONG, "care of": STRONG, "signed by": STRONG, "firmado por": STRONG, "assinado por": STRONG,
+    "nome:": STRONG, "nome completo:": STRONG, "contacto:": STRONG, "contato:": STRONG, "contact:": STRONG,
+    # titles written out, in any case ("licenciada Castillo", "señora Pérez")
+    "señor": MEDIUM, "señora": MEDIUM, "señorita": MEDIUM, "senhor": MEDIUM, "senhora": MEDIUM,
+    "licenciado": MEDIUM, "licenciada": MEDIUM, "ingeniero": MEDIUM, "ingeniera": MEDIUM, "doctor": MEDIUM,
+    "doctora": MEDIUM, "doutor": MEDIUM, "doutora": MEDIUM, "mister": MEDIUM,
+    # more greetings and closings
+    "bom dia": MEDIUM, "boa tarde": MEDIUM, "boa noite": MEDIUM, "qué tal": MEDIUM, "que tal": MEDIUM,
+    "buen día": MEDIUM, "buen dia": MEDIUM, "buenas noches": MEDIUM, "good afternoon": MEDIUM,
+    "good evening": MEDIUM, "slds": STRONG, "sldos": STRONG, "abs": STRONG, "abraços": STRONG,
+    "abrazos": STRONG, "un abrazo": STRONG, "muchas gracias": STRONG, "mil gracias": STRONG,
+    "many thanks": STRONG, "best wishes": STRONG, "all the best": STRONG, "rgds": STRONG, "br": STRONG,
+    "cdlt": STRONG, "cordiais saudações": STRONG, "saudações": STRONG, "grato": STRONG, "grata": STRONG,
 }
 # Closings count only before punctuation or a line break: "Saludos, Ana" but not "best price".
 CLOSINGS = frozenset((
     "saludos", "saludos cordiales", "un saludo", "regards", "best regards", "kind regards", "warm regards",
     "sincerely", "best", "cheers", "atenciosamente", "cumprimentos", "abraço", "abrazo", "gracias", "thanks",
-    "thank you", "obrigado", "bendiciones", "atentamente", "cordialmente",
+    "thank you", "obrigado", "bendiciones", "atentamente", "cordialmente", "slds", "sldos", "abs", "abraços",
+    "abrazos", "un abrazo", "muchas gracias", "mil gracias", "many thanks", "best wishes", "all the best", "rgds",
+    "br", "cdlt", "cordiais saudações", "saudações", "grato", "grata",
 ))
 # Greetings name the person greeted only before a capitalized word: "Hola Juan," not "Hola, me llamo".
 GREETINGS = frozenset(("hola", "hello", "hi", "hey", "dear", "estimado", "estimada", "querido", "querida", "olá", "ola",
                        "oi", "prezado", "prezada", "gracias", "thanks", "thank you", "obrigado", "buenos días",
-                       "buenos dias", "buenas tardes", "buenas", "good morning", "bendiciones"))
+                       "buenos dias", "buenas tardes", "buenas", "good morning", "bendiciones", "bom dia", "boa tarde",
+                       "boa noite", "qué tal", "que tal", "buen día", "buen dia", "buenas noches", "good afternoon",
+                       "good evening", "muchas gracias", "mil gracias", "many thanks"))
 # Titles, capitalized (or upper case) only: "Sr. Valadez", "Ing. Noriega", "Mr. Price".
 HONORIFICS = ("Sr", "Sra", "Srta", "Sres", "Don", "Doña", "Dña", "Ing", "Inga", "Lic", "Licda", "Dr", "Dra", "Arq",
-              "Abg", "Ab", "Econ", "Eco", "Prof", "Mr", "Mrs", "Ms", "Miss", "Mx", "Sir", "Srs", "Eng", "Engr")
+              "Abg", "Ab", "Econ", "Eco", "Prof", "Mr", "Mrs", "Ms", "Miss", "Mx", "Sir", "Srs", "Eng", "Engr",
+              "Dona", "Seu", "D", "Dª", "Sto", "Madam", "Mme", "Mlle")
 
+# Departments, teams and job titles (es/en/pt) are common words, never a name's: a signature
+# "Departamento de Compras" or "Setor de Importação" is no person. A name read right before a
+# unit word ("Sales Team": Sales is a surname too) is taken back unless a listed name is in it.
+UNIT_WORDS = frozenset("""
+team teams department dept depto dpto departamento departamentos equipo equipe desk office oficina group grupo
+division división divisao divisão area área sector setor unit unidad unidade section sección seccion staff
+""".split())
+ORG_WORDS = UNIT_WORDS | frozenset("""
+procurement purchasing compras ventas vendas sales comercial commercial exportaciones exportación exportacion
+exportações exportacoes exportação exportacao importaciones importación importacion importações importacoes
+importação importacao import export imports exports operations operaciones operações operacoes logística
+logistica logistics qualidade quality calidad finance finanzas finanças financas accounting contabilidad
+contabilidade tesorería tesoreria treasury cobranzas cobranza collections facturación facturacion billing
+faturamento atendimento soporte suporte support recepción recepcion reception documentación documentacion
+documentation embarques despachos dispatch tráfico trafico aduanas customs gerente manager director directora
+diretor diretora jefe jefa head coordinador coordinadora coordinator coordenador coordenadora asistente
+assistant assistente analista analyst ejecutivo ejecutiva executive executivo executiva representante
+representative comprador compradora buyer vendedor vendedora seller trader supervisor supervisora encargado
+encargada responsable responsável especialista specialist general geral
+""".split())
 _TOKEN = re.compile(r"[ \t]*([^\W\d_]+(?:['’\-][^\W\d_]+)*)(\.?)")
 _HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{0,30}[A-Za-z0-9_])?(?![\w@])")
 _TAGS = frozenset(("name.cue", "name.hon", "name.here"))
@@ -84,14 +131,18 @@ def _after_punct(text: str, i: int) -> int:
         while i < n and text[i] in " \t":
             i += 1
     return i
+_SIG_SEPARATOR = re.compile(r"\s*[,|·•/]\s*|\s+[-–—]\s+")
 _BACK = re.compile(r"((?:[^\W\d_][\w'’\-]*\.?[ \t]+){1,5})$")
 _LINE_OK = re.compile(r"^[^\W\d_][\w'’\-. \t]*[.,]?$")
-_CONTACT_LINE = re.compile(r"^\s*(?:\[(?:PHONE|EMAIL)|[+(\d]|(?:cel|tel|telf|m|t|mob|mobile|phone|cell|wa|whatsapp|"
-                           r"email|e-mail|correo|mail|www|https?)\b|\S+@\S+)", re.I)
+_CONTACT_LINE = re.compile(r"^\s*(?:\[(?:PHONE|EMAIL)|[+(\d📱📞☎✉📧📲☏]|(?:cel|celu|celular|tel|telf|tlf|tfno|fone|"
+                           r"m|t|p|e|ph|mob|mobile|móvil|movil|phone|cell|wa|wsp|zap|whats|whatsapp|fax|skype|"
+                           r"direct|office|email|e-mail|correo|mail|www|https?)\b|\S+@\S+)", re.I)
 _CLOSING = re.compile(r"^\s*(?:saludos(?: cordiales)?|un saludo|atentamente|atte\.?|att\.?|cordialmente|regards|"
                       r"best regards|kind regards|best|thanks|thank you|gracias|muchas gracias|cheers|sincerely|"
                       r"bendiciones|abrazos?|atenciosamente|cumprimentos|obrigad[oa]|quedo atent[oa]|"
-                      r"quedo a la espera|pendiente)\W*$", re.I)
+                      r"quedo a la espera|pendiente|slds|sldos|abs|abraços|abrazos|un abrazo|mil gracias|"
+                      r"many thanks|best wishes|all the best|rgds|br|cdlt|saudações|grato|grata|-{2,}|—|–|_{2,})\W*$",
+                      re.I)
 
 
 def fold(s: str) -> str:
@@ -108,7 +159,7 @@ def lexicon() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     def load(name: str) -> frozenset[str]:
         words = (DATA / name).read_text(encoding="utf-8").split()
         return frozenset(fold(w) for w in words if w)
-    return load("first_names.txt"), load("surnames.txt"), load("common_words.txt")
+    return load("first_names.txt"), load("surnames.txt"), load("common_words.txt") | {fold(w) for w in ORG_WORDS}
 
 
 @lru_cache(maxsize=65536)
@@ -197,6 +248,8 @@ class NameDetector(Detector):
         pending_initials = 0
         style = ""  # case style of the name begun: "upper", "lower", "title"
         forced = False
+        known = False  # a listed name (not also a common word) among the words read
+        last_known = False
         k = 0
         n = len(toks)
         while k < n and words < 4:
@@ -205,8 +258,10 @@ class NameDetector(Detector):
             w, dot = m.group(1), m.group(2)
             ws, we = m.start(1), m.end(1)
             if ctx.words.overlaps(ws, we):
-                # a catalog place as the surname of a name already begun: "JOSÉ VALENCIA", "J. Lima"
-                if (words or pending_initials) and is_surname(w) and ctx.words.only_within(ws, we):
+                # a catalog place as the surname of a name already begun: "JOSÉ VALENCIA", "J. Lima",
+                # or capitalized right after a listed first name: "Rocío Manta"
+                if ((words or pending_initials) and (is_surname(w) or (last_known and w[0].isupper() and (
+                        style != "title" or w.istitle()))) and ctx.words.only_within(ws, we)):
                     forced = True
                     words += 1
                     pending_initials = 0
@@ -258,8 +313,14 @@ class NameDetector(Detector):
             words += 1
             pending_initials = 0
             end = we
+            last_known = kind == "known"
+            known = known or last_known
         if words == 0:
             return None
+        if not known:
+            after = _TOKEN.match(text, end)
+            if after and after.start(1) - end <= 2 and fold(after.group(1)) in UNIT_WORDS:
+                return None   # "Sales Team", "Export Department": a unit, not a person
         return start, end, forced
 
     # -- detection ---------------------------------------------------------------------------
@@ -328,8 +389,15 @@ class NameDetector(Detector):
             a = pos
             pos += len(part) + 1
             line = part.strip()
-            if not line or len(line) > 48 or not _LINE_OK.match(line):
+            if not line:
                 continue
+            if len(line) > 48 or not _LINE_OK.match(line):
+                # "Ana Pérez, Congelados SL", "amanda reynolds | Buyer": the name, then its company
+                # or title after a separator
+                sep = _SIG_SEPARATOR.search(part)
+                if sep is None or not _LINE_OK.match(part[:sep.start()].strip()) or sep.start() > 48:
+                    continue
+                part = part[:sep.start()]
 
             def placed(k: int = k) -> bool:
                 # after a closing ("Saludos,"), before a contact line, or last / before a contact

@@ -35,7 +35,8 @@ DEFAULT_CUES = (
 WEAK_CUES = ("al", "at", "to", "m", "t", "ph", "no", "nro", "num", "nº", "n°", "whatsapp:", "wsp:")
 
 # A run: optional '+', digit groups joined by at most three of ' .-()' (never across a line).
-_RUN = re.compile(r"(?<!\d)(?:\+[ \t]?)?\(?\d+(?:[ \t.\-()]{1,3}\d+)*\)?")
+# (". " ends a sentence, not a group: "al 099 123 4567. 1.600 cajas")
+_RUN = re.compile(r"(?<!\d)(?:\+[ \t]?)?\(?\d+(?:(?!\.[ \t])[ \t.\-()]{1,3}\d+)*\)?")
 _GROUP = re.compile(r"\d+")
 _EXTENSION = re.compile(r"[ \t]?(?:x|ext\.?|extensi[óo]n|ext[ \t]?\.)[ \t]?\d{1,6}\b", re.I)
 # Text right before a number written without '+' in international form.

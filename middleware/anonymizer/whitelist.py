@@ -58,7 +58,7 @@ _AT_DIGIT = re.compile(
     rf"\s?[x×]\s?(?:\d{{2}}\s?{_BOX}|{_QTY}\s?{_UNITS}\b)"  # 1x40' reefer, 10 x 2 kg
     rf"|\s?{_BOX}"  # 40' HC
     rf"|(?:\s?(?:-|–|a|to)\s?{_QTY})?\s?{_UNITS}(?![\w])"  # 2.000 cajas, 20-22 kg, 15%
-    rf"|\s?{_CURRENCY}{_PER}"  # 5.40 USD/kg
+    rf"|\s?{_CURRENCY}(?![a-zß-ÿ]){_PER}"  # 5.40 USD/kg (not "612.345.678 pendiente": PEN)
     rf"|(?:st|nd|rd|th|º|°)?\s+(?:de\s+)?{_MONTHS}(?:,?\s+(?:de(?:l)?\s+)?(?:19|20)\d{{2}})?\b"  # 5 de mayo
     r")"
 )
@@ -68,9 +68,14 @@ _INNER_DIGIT = re.compile(_DATES)
 _INNER_NEXT = frozenset("/:h.-°º ap")
 _NO_TAIL = frozenset(",;!?)]\n")
 _DIGITS = re.compile(r"\d+")
+# Words between a document's name and its number: "lote de producción 2456", "guía aérea 123".
+_DOC_FILLER = (r"(?:(?:(?:de|del|de la|da|do|of|the)\s+)?(?:producci[óo]n|production|exportaci[óo]n|export|"
+               r"importaci[óo]n|import|env[íi]o|shipment|shipping|embarque|compra|purchase|venta|sales?|carga|"
+               r"cargo|pago|payment|dep[óo]sito|deposit|code|c[óo]digo|interno|internal|a[ée]re[ao]|master|house|"
+               r"sanitari[oa]|fitosanitari[oa]|zoosanitari[oa]|health|arancelaria|tracking|rastreo)[ \t]+){0,2}")
 # After a keyword (found by the trie pass), what makes it a protected term.
 _AFTER = {
-    "doc": re.compile(r"\.?\s?(?:#|no\.?|n[º°]\.?|nro\.?|num\.?|n[úu]mero|number)?(?:\s(?:is|es))?\s?:?\s?[-#]?"
+    "doc": re.compile(r"\.?\s?" + _DOC_FILLER + r"(?:#|no\.?|n[º°]\.?|nro\.?|num\.?|n[úu]mero|number)?(?:\s(?:is|es))?\s?:?\s?[-#]?"
                       r"(?:[a-z]{1,5}[-#]?)?\d[\w/]*(?:[-.]\w+)*(?![ \t]?\d)"),  # not the head of a longer number
     "month": re.compile(r"\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{2})?\b"),
     "weekday": re.compile(r"\s+\d{1,2}(?:st|nd|rd|th)?\b"),
@@ -85,7 +90,17 @@ _KEYWORDS: dict[str, list[str]] = {
     "doc": ["proforma", "pro-forma", "pi", "p.i.", "po", "p.o.", "oc", "o/c", "orden", "orden de compra", "order",
             "pedido", "lote", "lot", "contrato", "contract", "invoice", "inv", "factura", "booking", "bkg", "bl",
             "b/l", "awb", "container", "contenedor", "cont", "seal", "sello", "precinto", "ref", "referencia",
-            "reference", "cotización", "cotizacion", "quote", "tracking", "dae", "dua", "hs", "sku"],
+            "reference", "cotización", "cotizacion", "quote", "tracking", "dae", "dua", "hs", "sku",
+            # couriers, vouchers, registrations, customs: numbers that identify a shipment or a
+            # payment, not a person (a valid phone number's shape is common among them)
+            "dhl", "fedex", "ups", "tnt", "usps", "guía", "guia", "waybill", "air waybill", "airway bill",
+            "comprobante", "comprovante", "voucher", "recibo", "receipt", "transacción", "transaccion",
+            "transaction", "operación", "operacion", "fda", "registro", "registration", "reg", "planta", "plant",
+            "establecimiento", "establishment", "approval", "aprobación", "aprobacion", "partida", "subpartida",
+            "ncm", "hts", "hs code", "tariff", "arancel", "batch", "certificado", "certificate", "cert",
+            "folio", "expediente", "ticket", "pedimento", "manifiesto", "manifest", "imo", "voyage", "viaje",
+            "vuelo", "flight", "mbl", "hbl", "nota de crédito", "nota de credito", "credit note", "debit note",
+            "guía de remisión", "guia de remision", "nota fiscal", "nf", "nfe", "sif", "despacho"],
     "month": ("enero febrero marzo abril mayo junio julio agosto septiembre setiembre octubre noviembre diciembre "
               "janeiro fevereiro março maio junho julho setembro outubro novembro dezembro january february march "
               "april may june july august september october november december ene feb mar abr jun jul ago sep "
@@ -101,7 +116,9 @@ _SYMBOL = re.compile(rf"(?:us|u|r)?[$€£](?:us)?\s?{_NUM}(?:\s?(?:usd|eur))?{_
 # An upper-case code glued before a number: INV-2025-0858, PI-2024-0813; ISO containers MSCU1234567.
 _CODE_BEFORE = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2,5})-$")
 _CUE_CODES = frozenset("CC CI ID DNI NIE NIF RUC RFC SSN NIT TEL CEL IBAN CTA CURP NSS".split())
-_CONTAINER = re.compile(r"(?<![A-Za-z0-9])[A-Z]{3}[UJZ]\d{6}-?\d(?![A-Za-z0-9])")
+_CONTAINER = re.compile(r"(?<![A-Za-z0-9])[A-Z]{3}[UJZ][ \-]?\d{6}[ \-]?\d(?![A-Za-z0-9])")  # MSKU 123456 7
+# Tariff codes written dotted: 0306.17, 0306.17.99 (a date of this shape is one too)
+_HS_CODE = re.compile(r"(?<![\d.])\d{4}\.\d{2}\.\d{2}(?:\.\d{2})?(?![\d.]|,\d)")
 
 
 def _fold(s: str) -> str:
@@ -263,10 +280,16 @@ class Whitelist:
                 if code and code.group(1) not in _CUE_CODES:
                     ranges.append((code.start(), ce))
                     continue
-            if cs >= 4 and text[cs - 1] in "UJZ":
-                box = _CONTAINER.match(text, cs - 4)
+            if cs >= 4 and (text[cs - 1] in "UJZ" or (cs >= 5 and text[cs - 1] in " -" and text[cs - 2] in "UJZ")):
+                head = cs - 4 if text[cs - 1] in "UJZ" else cs - 5
+                box = _CONTAINER.match(text, head)
                 if box and box.end() == ce:
-                    ranges.append((cs - 4, ce))
+                    ranges.append((head, ce))
+                    continue
+            if text[cs + 4:cs + 5] == ".":
+                hs = _HS_CODE.match(text, cs)
+                if hs:
+                    ranges.append(hs.span())
                     continue
             last = -1
             n = len(lower)
