@@ -20,7 +20,9 @@ DEFAULT_CUES = (
     "cuenta", "cta", "cte", "ahorros", "corriente", "cuenta corriente", "cuenta de ahorros", "account",
     "acct", "acc", "a/c", "checking", "savings", "conta", "conta corrente", "poupança", "clabe", "cbu", "cci",
     "routing", "aba", "sort code", "iban", "bank account", "account number", "número de cuenta", "nº de cuenta",
-    "depositar", "deposit", "deposítenme", "transferir", "transfer to", "wire to",
+    "depositar", "deposit", "deposítenme", "transferir", "transfer to", "wire to", "ccc", "c.c.c.", "c/c",
+    "código interbancario", "codigo interbancario", "cuenta interbancaria", "clabe interbancaria", "agência",
+    "agencia", "nuban", "bsb", "ifsc", "sort",
     # banks people name instead of the word "account"
     "banco", "bank", "produbanco", "pichincha", "bancolombia", "davivienda", "bolivariano", "guayaquil bank",
     "santander", "bbva", "caixa", "caixabank", "sabadell", "bankinter", "millennium", "itaú", "itau", "bradesco",
@@ -33,7 +35,8 @@ CARD_CUES = ("tarjeta", "card", "visa", "mastercard", "master card", "amex", "am
 # Between the cue and the number: "N°", "No.", ":", "de ahorros", "del Banco Pichincha", "number".
 _CONNECTOR = re.compile(
     r"(?:[\s:#.\-/]|\bn[º°]|\b(?:nro|no|num|número|numero|number|de|del|en|el|la|mi|my|our|is|es|the|of|at"
-    r"|corriente|cte|ahorros|checking|savings|bancaria|account|cuenta|cta|con|with|info|details|datos)\b"
+    r"|corriente|cte|ahorros|checking|savings|bancaria|account|cuenta|cta|con|with|info|details|datos"
+    r"|interbancari[ao]|c[óo]digo|clabe|cci|ccc|corrente|poupança|conta)\b"
     r"|\b(?:Banco|Bank|Banc)\s+(?:[A-Z][\w&]*\s?){1,2})*",
     re.I,
 )

@@ -41,11 +41,12 @@ _CITY = rf"{_CAP}(?:[ \t\-](?:{_PART}[ \t]+)?{_CAP}){{0,2}}"
 # city, a US state and ZIP ("[ ,]" before each: people type " , Depto. 4" too)
 _SEP = r"[ \t]*,?[ \t]*"
 _TRAILER = (rf"(?:{_SEP}{_UNIT}[ \t]*#?[ \t]*[\w\-]{{1,6}}\b\.?|{_SEP}{_FLOOR}"
-            rf"|[ \t]*(?:N[º°o]\.?|No\.|nro\.?|#)[ \t]?\d{{1,5}}[A-Za-z]?\b|{_SEP}{_POST}(?:[ \t]+{_CITY})?"
+            rf"|[ \t]*(?:N[º°o]\.?|No\.|nro\.?|#)[ \t]?\d{{1,5}}[A-Za-z]?(?:[ \t]?-[ \t]?\d{{1,4}}[A-Za-z]?)?\b|{_SEP}{_POST}(?:[ \t]+{_CITY})?"
             rf"|{_SEP}[A-Z]{{2}}[ \t]+\d{{5}}(?:-\d{{4}})?\b|[ \t]*,[ \t]*(?P<city>{_CITY}))")
 
 # Street words; those also common as plain words count only capitalized ("Vía", "Sector", "Plaza").
 KW_WORDS = ("av avda ave avenida avenue calle c/ cl cll carrera cra kra kr cr tr ak ac diag transv trans blv bv alam "
+            "jr jirón jiron "
             "transversal tv diagonal dg rua travessa "
             "trav alameda praça praca estrada rodovia paseo pº pza carretera ctra calzada callejón callejon pasaje "
             "psje bulevar boulevard blvd cdla ciudadela urb urbanización urbanizacion lotización lotizacion mz "
@@ -53,7 +54,7 @@ KW_WORDS = ("av avda ave avenida avenue calle c/ cl cll carrera cra kra kr cr tr
 KW_CAP_WORDS = ("via vía sector barrio colonia conjunto edificio plaza largo ronda camino privada cerrada andador "
                 "manzana r ladeira vereda rodovia estrada quadra viela circuito retorno periférico periferico "
                 "calzada cañada pasaje glorieta paseo").split()
-_KW = (r"(?:Av(?:da|e|enida)?\.?|Avenue|Calle|C/|Cl\.|Cll\.?|Carrera|Cra\.?|Kra\.?|Kr\.|Cr\.|Tr\.|Ak\.?|Ac\.?|Diag\.|Transv?\.|Blvd?\.|Bv\.|Alam\.|Transversal|Tv\.|Diagonal"
+_KW = (r"(?:Av(?:da|e|enida)?\.?|Avenue|Calle|C/|Cl\.?|Cll\.?|Carrera|Cra\.?|Kra\.?|Kr\.?|Cr\.?|Tr\.|Jr\.|Jir[óo]n|Ak\.?|Ac\.?|Diag\.|Transv?\.|Blvd?\.|Bv\.|Alam\.|Transversal|Tv\.|Diagonal"
        r"|R\.|Ladeira|Vereda|Quadra|Viela|Circuito|Retorno|Perif[ée]rico|Cañada|Glorieta"
        r"|Dg\.|Rua|Travessa|Trav\.|Alameda|Pra[çc]a|Largo|Estrada|Rodovia|Paseo|Pº|Plaza|Pza\.?|Camino|Carretera"
        r"|Ctra\.?|Ronda|Calzada|Callej[óo]n|Pasaje|Psje\.?|Bulevar|Boulevard|Blvd\.?|Cdla\.?|Ciudadela|Urb\.?"
@@ -70,7 +71,7 @@ _US_SUFFIX = (r"(?:St|Street|Ave|Av|Avenue|Rd|Road|Blvd|Boulevard|Dr|Drive|Ln|La
               r"|Parkway|Hwy|Highway|Ter|Terrace|Cir|Circle|Trl|Trail|Sq|Square|Loop|Pike|Plaza|Row|Alley|Crescent"
               r"|Close|Gardens|Grove|Mews|Wharf|Broadway)")
 _US_RE = re.compile(
-    rf"(?<![\w.,/\-])\d{{1,6}}[A-Z]?[ \t]+(?:[NSEW]\.?[ \t]+)?(?:{_CAP}|\d{{1,3}}(?:st|nd|rd|th))(?:[ \t]+{_CAP}){{0,3}}?"
+    rf"(?<![\w.,/\-])\d{{1,6}}[A-Z]?[ \t]+(?:(?:[NS][EW]|[NSEW])\.?[ \t]+)?(?:{_CAP}|\d{{1,3}}(?:st|nd|rd|th))(?:[ \t]+{_CAP}){{0,3}}?"
     rf"[ \t]+{_US_SUFFIX}\b\.?(?:[ \t]+(?:NW|NE|SW|SE|N|S|E|W)\b)?(?P<tr>(?:{_TRAILER}){{0,5}})"
 )
 # Ecuador: "9 de Octubre 1530 entre Escobedo y Córdova", "Boyacá 1234 y Junín"
@@ -80,11 +81,20 @@ _ENTRE_RE = re.compile(rf"(?<![\w])(?P<name>{_NAME})[ \t]+{_HOUSE}[ \t]+(?:(?P<e
 # "... en Primera 1802 y Pichincha": a place preposition before a bare intersection
 _LOCATIVE = re.compile(r"(?:\b(?:en|at|in|a|to|de|na|em)|:)[ \t]*$", re.I)
 _KM_RE = re.compile(
-    rf"(?i:km)\.?[ \t]?\d{{1,3}}(?:[.,]\d{{1,2}})?[ \t]+(?i:(?:de[ \t]+la[ \t]+)?(?:v[íi]a|carretera|autopista|ruta|estrada|rodovia))"
+    rf"(?i:km|kil[óo]metro)\.?[ \t]?\d{{1,3}}(?:[.,]\d{{1,2}})?[ \t]+(?i:(?:de[ \t]+la[ \t]+)?(?:v[íi]a|carretera|autopista|ruta|estrada|rodovia))"
     rf"[ \t]+(?:(?i:a|al|a[ \t]+la)[ \t]+)?{_NAME}(?:[\-–]{_NAME})?(?P<tr>(?:{_TRAILER}){{0,5}})"
 )
+# Dutch and German streets: "Blaak 81, 3022 BG Rotterdam", "Schillerstraße 99, 20457 Hamburg"
+# (a street suffix, or the Dutch postcode's letters, stand in for the street word)
+_EU_SUFFIX = r"(?:stra(?:ß|ss)e|str\.|weg|laan|straat|gracht|plein|platz|gasse|allee|dijk|kade|damm|ufer|markt|steeg|singel)"
+_EU_RE = re.compile(
+    rf"(?<![\w\-])(?:[{_UP}][^\W\d_]*{_EU_SUFFIX}|{_CAP}(?:[ \t]{_CAP}){{0,2}}(?=[ \t]\d{{1,4}}[a-z]?,?[ \t]+\d{{4}}[ \t]?[A-Z]{{2}}\b))"
+    rf"[ \t]+\d{{1,4}}[a-zA-Z]?(?:[ \t]*,?[ \t]*(?:\d{{4}}[ \t]?[A-Z]{{2}}|\d{{5}})(?:[ \t]+{_CITY})?)?")
+_NL_AFTER = re.compile(r"[ \t]?[A-Z]{2}(?![\w])")
+_EU_SUFFIXES = ("straße", "strasse", "str.", "weg", "laan", "straat", "gracht", "plein", "platz", "gasse", "allee",
+                "dijk", "kade", "damm", "ufer", "markt", "steeg", "singel")
 BOX_WORDS = ["po box", "p.o. box", "p. o. box", "pobox", "casilla", "apartado", "caixa postal"]
-_BOX_RE = re.compile(r"(?i:P\.?[ \t]?O\.?[ \t]?Box|Casilla(?:[ \t]+postal)?|Apartado(?:[ \t]+postal)?|Caixa[ \t]+Postal)[ \t]*#?[ \t]*\d{1,7}")
+_BOX_RE = re.compile(r"(?i:P\.?[ \t]?O\.?[ \t]?Box|Casilla(?:[ \t]+postal)?|Apartado(?:[ \t]+(?:postal|de[ \t]+correos))?|Caixa[ \t]+Postal)[ \t]*#?[ \t]*\d{1,7}")
 
 DEFAULT_CUES = (
     "dirección", "direccion", "dirección fiscal", "dirección de entrega", "dirección de envío", "domicilio",
@@ -99,8 +109,12 @@ WEAK_CUES = (
     "delivery to", "pick up at", "samples to", "muestras a", "enviar las muestras a", "fica na", "fica em",
     "documentos en", "recojan en", "retirar en", "is at", "are at", "warehouse at", "office at", "based at",
     "vivo en", "vivimos en", "nos encuentras en", "nos encuentran en", "dirigirse a",
+    "our office", "our warehouse", "office address", "warehouse address", "la oficina es en", "la oficina está en", "la bodega está en", "bodega está en", "bill to", "sold to",
+    "send it to", "send them to", "mail to", "deliver it to", "despachar a", "despachen a", "entregar a",
+    "enviar la muestra a", "enviar as amostras para", "enviar para", "entregar no", "entregar na",
+    "ship it to", "ship them to", "consignee address", "our address", "nuestra dirección", "mi dirección",
 )
-_ABBREV_DOT = re.compile(r"(?:\b(?:Av|Ave|Avda|St|Of|No|Nº|Apt|Apto|Dpto|Depto|Dep|Cra|Cr|Cl|Cll|Mz|Km|Ste|Edif|Ed|Urb"
+_ABBREV_DOT = re.compile(r"(?:\b(?:Av|Ave|Avda|St|Of|No|Nº|Apt|Apto|Dpto|Depto|Dep|Cra|Cr|Cl|Cll|Mz|Km|Ste|Edif|Ed|Urb|Jr"
                          r"|Cdla|Blvd|Blv|Bv|Rd|Dr|Sr|Sra|Ing|Lic|Int|dcha|izq|izda|Esq|Pta|Col|Ctra|Psje|Pje|Pza|Tv|Tr"
                          r"|Dg|Diag|Transv|Kr|Ak|Ac|Trav|Alam|Prol|Gral|Lt|Sl|Fracc|Ciud)|\b[A-Z])\.$", re.I)
 _CLAUSE_END = re.compile(r"\n|[!?;]|\s[-–—]\s|\.(?=\s|$)|,\s*(?=[a-záéíóúñ]+\b)")
@@ -111,11 +125,16 @@ _ADDR_WORDS = frozenset(
 )
 
 
+# Words that open an address only before a colon ("Office: Blaak 81 ..."; "Oficina 2048" is a unit).
+COLON_CUES = ("office", "oficina", "warehouse", "bodega", "almacén", "almacen", "escritório", "escritorio", "armazém",
+              "armazem", "plant", "planta", "fábrica", "fabrica", "factory", "sede", "headquarters", "hq", "home",
+              "casa", "residencia", "residência", "entrega", "delivery", "envío", "envio", "shipping")
 _CUE_TAIL = re.compile(r"(?:[ \t]+(?:es|is)\b|[ \t]*[:\-])?[ \t]*:?[ \t]*", re.I)
 _DIGIT = re.compile(r"\d")
 
 
-_TAGS = frozenset(("addr.kw", "addr.kwcap", "addr.us", "addr.km", "addr.box", "addr.strong", "addr.weak"))
+_TAGS = frozenset(("addr.kw", "addr.kwcap", "addr.us", "addr.km", "addr.box", "addr.strong", "addr.weak",
+                   "addr.colon"))
 
 
 def _has_number(lower: str, start: int, end: int) -> bool:
@@ -149,13 +168,15 @@ class AddressDetector(Detector):
         self._common = common_words
 
     def keywords(self) -> dict[str, Iterable[str]]:
-        return {"addr.kw": KW_WORDS, "addr.kwcap": KW_CAP_WORDS, "addr.us": US_SUFFIX_WORDS, "addr.km": ["km"],
-                "addr.box": BOX_WORDS, "addr.strong": self._strong, "addr.weak": WEAK_CUES}
+        return {"addr.kw": KW_WORDS, "addr.kwcap": KW_CAP_WORDS, "addr.us": US_SUFFIX_WORDS, "addr.km": ["km", "kilómetro", "kilometro"],
+                "addr.box": BOX_WORDS, "addr.strong": self._strong, "addr.weak": WEAK_CUES, "addr.colon": COLON_CUES}
 
     def find(self, ctx: Context) -> list[Span]:
         hits = ctx.hits
         lower = ctx.lower
-        if not (hits.keys() & _TAGS) and not (ctx.has_digit and (" y " in lower or "entre" in lower or " esq" in lower)):
+        eu = self._eu_hint(ctx)
+        if not (hits.keys() & _TAGS) and not eu and not (
+                ctx.has_digit and (" y " in lower or "entre" in lower or " esq" in lower)):
             return []  # no street word, no cue, no intersection
         text = ctx.text
         n = len(text)
@@ -181,6 +202,8 @@ class AddressDetector(Detector):
                 for m in _US_RE.finditer(text, max(0, s - 50, last), min(n, s + 90)):
                     out.append(self._span(m))
                     last = m.end()
+        if eu:
+            out.extend(self._span(m) for m in _EU_RE.finditer(text) if not ctx.overlaps(m.start(), m.start() + 1))
         for s, _ in hits.get("addr.km", ()):
             m = _KM_RE.match(text, s)
             if m:
@@ -193,7 +216,23 @@ class AddressDetector(Detector):
             out.extend(self._intersections(ctx))
         out.extend(self._clauses(ctx, "addr.strong", out, weak=False))
         out.extend(self._clauses(ctx, "addr.weak", out, weak=True))
+        out.extend(self._clauses(ctx, "addr.colon", out, weak=True))
         return _outermost(out)
+
+    @staticmethod
+    def _eu_hint(ctx: Context) -> bool:
+        """A Dutch postcode after a number, or a German/Dutch street suffix before one (the
+        postcode makes a digit chunk, so only chunks are looked at)."""
+        text, lower = ctx.text, ctx.lower
+        for cs, ce, _ in ctx.chunks:
+            if _NL_AFTER.match(text, ce):
+                return True
+            j = cs
+            while j > 0 and lower[j - 1] in " \t":
+                j -= 1
+            if lower.endswith(_EU_SUFFIXES, max(0, j - 12), j):
+                return True
+        return False
 
     def _intersections(self, ctx: Context) -> list[Span]:
         """Ecuador's "9 de Octubre 1530 entre Escobedo y Córdova" and "Boyacá 1234 y Junín",
@@ -248,6 +287,8 @@ class AddressDetector(Detector):
         text = ctx.text
         out: list[Span] = []
         for cs, ce in ctx.hits.get(tag, ()):
+            if tag == "addr.colon" and not text.startswith(":", ce) and not text.startswith(" :", ce):
+                continue
             if any(f.start <= ce + 3 and ce < f.end for f in found):
                 continue  # a street shape right after the cue already has it
             if ctx.lower.endswith("mail ", 0, cs):

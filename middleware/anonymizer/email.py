@@ -17,9 +17,12 @@ _ASCII_LOCAL = string.ascii_letters + string.digits + "._%+-'"
 # Spoken forms: "juan [at] mail [dot] com", "juan arroba gmail.com", "juan(at)mail.com".
 _SPOKEN = re.compile(
     r"(?<![\w.+\-])[\w.+\-]+\s?(?:\[at\]|\(at\)|\{at\}|\s(?:arroba|\[arroba\])\s)\s?"
-    r"[\w\-]+(?:\s?(?:\.|\[dot\]|\(dot\)|\s(?:punto|dot)\s)\s?[\w\-]+)+",
+    r"[\w\-]+(?:(?:\.(?=[\w\-])|\s?(?:\[dot\]|\(dot\))\s?|\s(?:punto|dot)\s)[\w\-]+)+",   # (". Next" ends it)
     re.I,
 )
+# Blanks around the '@' ("ana.perez @ gmail.com"): the domain then needs a known shape.
+_SPACED = re.compile(
+    r"(?<![\w.+\-])[\w.+\-']+[ \t]?@[ \t]?(?:[\w](?:[\w\-]*\w)?\.)+[a-z]{2,24}(?![\w\-@])", re.I)
 # strict profile: any token around an '@'
 _AT_TOKEN = re.compile(r"[^\s@]*@[^\s@]+")
 
@@ -41,6 +44,9 @@ class EmailDetector(Detector):
             if m:
                 out.append(Span(m.start(), m.end(), "EMAIL", priority=P_EMAIL))
             at = text.find("@", m.end() if m else at + 1)
+        if " @" in text or "@ " in text:
+            out += [Span(m.start(), m.end(), "EMAIL", priority=P_EMAIL) for m in _SPACED.finditer(text)
+                    if " " in m.group() or "\t" in m.group()]
         lower = ctx.lower
         if "arroba" in lower or "[at]" in lower or "(at)" in lower or "{at}" in lower:
             out += [Span(m.start(), m.end(), "EMAIL", priority=P_EMAIL) for m in _SPOKEN.finditer(text)]

@@ -30,14 +30,20 @@ DEFAULT_CUES = (
     "ruc", "rfc", "curp", "nit", "nss", "ssn", "social security", "social security number", "seguro social",
     "tax id", "taxpayer id", "tax number", "tin", "ein", "itin", "cpf", "cnpj", "contribuinte", "nipc",
     "pasaporte", "passport", "passaporte", "licencia", "driver's license", "driver license", "id number",
-    "id no", "número de identificación", "rut", "cuit", "cuil", "dui", "cui",
+    "id no", "número de identificación", "rut", "cuit", "cuil", "dui", "cui", "fein", "employer id",
+    "employer identification number", "vat", "vat number", "vat no", "vat id", "nº de contribuinte",
+    "número de contribuinte", "soc sec", "social sec", "social security no", "c.i.", "c.i", "ci:", "c.c.:",
+    "cédula de ciudadanía", "cedula de ciudadania", "cpf/cnpj", "rg", "registro geral", "national insurance",
+    "ni number", "nino", "tax code", "codice fiscale", "steuernummer", "identity card", "id card",
 )
 # Short upper-case cues only count in upper case ("CI", "CC", "ID", "RG").
 _UPPER_CUES = ("C.I.", "CI", "C.C.", "CC", "ID", "RG", "D.N.I.", "N.I.F.", "R.U.C.")
 
 # Between a cue and its number: "nro.", "No.", "N°", ":", "#", "es", "is", "number".
 _CONNECTOR = re.compile(
-    r"(?:[\s:#.\-]|\bn[º°]|\b(?:nro|no|num|número|numero|number|es|is|de|del|mi|my|the|el|la|con|with)\b)*",
+    r"(?:[\s:#.\-()]|\bn[º°]|\b(?:nro|no|num|número|numero|number|es|is|de|del|mi|my|the|el|la|con|with"
+    r"|da|do|empresa|company|compañía|compania|firma|our|nuestro|nuestra|peruan[oa]|ecuatorian[oa]|colombian[oa]"
+    r"|mexican[oa]|español|española|brasileir[oa]|portugu[eê]s|ein|tin|personal|federal|fiscal)\b)*",
     re.I,
 )
 # The number itself: digits, maybe a letter prefix or check letter, maybe grouped.

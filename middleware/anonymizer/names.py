@@ -107,7 +107,7 @@ documentation embarques despachos dispatch tráfico trafico aduanas customs gere
 diretor diretora jefe jefa head coordinador coordinadora coordinator coordenador coordenadora asistente
 assistant assistente analista analyst ejecutivo ejecutiva executive executivo executiva representante
 representative comprador compradora buyer vendedor vendedora seller trader supervisor supervisora encargado
-encargada responsable responsável especialista specialist general geral
+encargada responsable responsável especialista specialist general geral e-mail email correo
 """.split())
 _TOKEN = re.compile(r"[ \t]*([^\W\d_]+(?:['’\-][^\W\d_]+)*)(\.?)")
 _HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{0,30}[A-Za-z0-9_])?(?![\w@])")
@@ -131,6 +131,8 @@ def _after_punct(text: str, i: int) -> int:
         while i < n and text[i] in " \t":
             i += 1
     return i
+_ANGLE_EMAIL = re.compile(r"<\s*[^\s<>@]+@[^\s<>@]+\s*>")
+_NAME_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 _SIG_SEPARATOR = re.compile(r"\s*[,|·•/]\s*|\s+[-–—]\s+")
 _BACK = re.compile(r"((?:[^\W\d_][\w'’\-]*\.?[ \t]+){1,5})$")
 _LINE_OK = re.compile(r"^[^\W\d_][\w'’\-. \t]*[.,]?$")
@@ -338,6 +340,8 @@ class NameDetector(Detector):
             if m:
                 out.append(Span(m.start(), m.end(), "NAME", priority=P_NAME))
             at = text.find("@", at + 1)
+        if self.enabled and "<" in text:
+            out.extend(self._display_names(ctx))
         hits = ctx.hits
         if not self.enabled or not (hits.keys() & _TAGS or "\n" in text):
             return out
@@ -377,6 +381,28 @@ class NameDetector(Detector):
                 out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
         if "\n" in text:
             out.extend(self._signatures(ctx))
+        return out
+
+    def _display_names(self, ctx: Context) -> list[Span]:
+        """The name before an address in angle brackets: "Ana Pérez <ana@example.com>"."""
+        text = ctx.text
+        out: list[Span] = []
+        for m in _ANGLE_EMAIL.finditer(text):
+            words = list(_NAME_WORD.finditer(text, max(0, m.start() - 80), m.start()))
+            # the words right before the bracket, on its line, name-like; leading verbs and
+            # prepositions ("cc", "send to", "manda pro") are not part of it
+            run: list[re.Match[str]] = []
+            for w in reversed(words):
+                gap = text[w.end():run[0].start() if run else m.start()]
+                if gap.strip(" \t\"'") or len(run) >= 4:
+                    break
+                run.insert(0, w)
+            while run and (word_kind(run[0].group()) == "common" or run[0].group().lower() in PARTICLES
+                           or not run[0].group()[0].isupper()):
+                run.pop(0)
+            kinds = [word_kind(w.group()) for w in run if w.group().lower() not in PARTICLES]
+            if kinds and "common" not in kinds and ("known" in kinds or len(kinds) >= 2):
+                out.append(Span(run[0].start(), run[-1].end(), "NAME", priority=P_NAME))
         return out
 
     def _signatures(self, ctx: Context) -> list[Span]:

@@ -224,7 +224,9 @@ class PhoneDetector(Detector):
         # glued to a word: a code (MSCU1234567, INV-2025..., an IBAN's head) unless the word is a
         # cue (cel0991...); its first group is no phone's, the groups after it may be one
         before = text[s - 1] if s else " "
-        if before.isalpha() or (before in "-_/#" and s > 1 and text[s - 2].isalnum()):
+        # (but a number after a number and a slash is the second of a pair: "0988103740/0989795313")
+        if before.isalpha() or (before in "-_/#" and s > 1 and text[s - 2].isalnum()
+                                and not (before == "/" and text[s - 2].isdigit() and len(run) >= 9)):
             j = s - 1
             while j > 0 and text[j - 1].isalpha():
                 j -= 1
