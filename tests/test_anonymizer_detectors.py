@@ -316,3 +316,61 @@ def test_address_masked_whole_and_idempotent(text: str, anon: Anonymizer) -> Non
     once = anon.anonymize(text).text
     assert anon.anonymize(once).text == once
     assert not anon.detect(once, profile="strict"), once
+
+
+# -- formats beyond the first ones: each line a shape people type, not a line of any corpus ---------
+
+@pytest.mark.parametrize("text,kind,value", [
+    ("mis números 0988103740/0989795313. gracias", "PHONE", "0989795313"),
+    ("fono 612.345.678 pendiente", "PHONE", "612.345.678"),           # "pen" is no currency here
+    ("correo ana.perez @ outlook.com; ok", "EMAIL", "ana.perez"),
+    ("CNPJ da empresa 20736476000100, ok", "ID", "20736476000100"),
+    ("FEIN 10-6160680. Thx", "ID", "6160680"),
+    ("Tax ID (EIN) 59-1678602", "ID", "1678602"),
+    ("c.i.: 0139582571", "ID", "0139582571"),
+    ("facturen con ruc peruano 20686187846", "ID", "20686187846"),
+    ("Consignee VAT PT565568523, phone", "ID", "565568523"),
+    ("reembolso a CCC 2100 9662 74 0521167514, gracias", "ACCOUNT", "0521167514"),
+    ("clabe interbancaria 072 320 22466667419 9", "ACCOUNT", "22466667419"),
+    ("código interbancario 00543469833863936278 Gracias", "ACCOUNT", "00543469833863936278"),
+    ("Itaú ag. 6725 c/c 04492-5, também", "ACCOUNT", "04492-5"),
+    ("Office: Blaak 81, 3022 BG Rotterdam - gracias", "ADDRESS", "Blaak 81"),
+    ("Hey. Office: Schillerstraße 99, 20457 Hamburg", "ADDRESS", "Schillerstraße 99"),
+    ("bill to Kr 15C N° 62-22 Oficina 2048, Bogotá", "ADDRESS", "62-22"),
+    ("Despachar a Jr. Larco 2396 Of. 220, Tumbes, también", "ADDRESS", "Larco 2396"),
+    ("nuestra bodega está en kilómetro 15,5 vía a Daule. ok", "ADDRESS", "15,5"),
+    ("Bill to 2000 NW 72nd St, Fort Lauderdale, FL 33342. Thx", "ADDRESS", "2000 NW"),
+    ("Apartado de Correos 8677, Madrid", "ADDRESS", "8677"),
+    ("Bom dia Marcela, tudo bem?", "NAME", "Marcela"),
+    ("Preguntar por Horacio del Castillo. Gracias", "NAME", "Castillo"),
+    ("IBAN pendiente, contact person: Diana de Vries", "NAME", "Vries"),
+    ("Atención licenciada Castillo", "NAME", "Castillo"),
+    ("aos cuidados de Seu Jesus", "NAME", "Jesus"),
+    ("A nombre de Rocío Manta. Estamos", "NAME", "Rocío"),
+    ("Mi socio Marta Salinas firma la proforma", "NAME", "Marta"),
+    ("Buenas tardes Luna. Mi pedido", "NAME", "Luna"),
+    ("—\nChristian Ortiz-Quintana, Congelados Levante SL\n📱 0977 778 689", "NAME", "Christian"),
+    ("-- \namanda reynolds | Buyer", "NAME", "amanda"),
+    ("Mi email: Primitiva Parra <pparra@example.com> - ok", "NAME", "Primitiva"),
+])
+def test_more_formats(text: str, kind: str, value: str, anon: Anonymizer) -> None:
+    out = masked(anon, text, kind)
+    assert value not in out, out
+
+
+@pytest.mark.parametrize("text", [
+    "Saludos cordiales,\nDepartamento de Compras", "Regards,\nSales Team", "Att,\nSetor de Importação",
+    "Cheers,\nProcurement Team", "Hola Equipo, necesito precio", "Hola Camaronera, ok",
+    "Samples went out by DHL 5059776606 today", "lote de producción 24567259 listo", "comprobante 044443486 ok",
+    "nuestro registro FDA 18187076598 vigente", "partida arancelaria 0306.17.99", "NCM 0306.17.11.00",
+    "el SEGU 630945 0 llegó a Miami", "TRIU 004859-0 arrived", "la oficina 2048 está lista, 20 cajas",
+    "4.80 PEN el kilo", "HLSO 16/20 2000 cajas CFR Rotterdam 3022 MT",
+])
+def test_more_trade_talk_left_alone(text: str, anon: Anonymizer) -> None:
+    assert anon.anonymize(text).text == text
+
+
+def test_a_sentence_end_joins_no_numbers(anon: Anonymizer) -> None:
+    out = anon.anonymize("WhatsApp 099 123 4567. 1.600 cajas").text
+    assert out == "WhatsApp [PHONE]. 1.600 cajas"
+    assert anon.anonymize("envíen a ana(at)example.com. Camaronera Santa").text == "envíen a [EMAIL]. Camaronera Santa"

@@ -107,7 +107,8 @@ documentation embarques despachos dispatch tráfico trafico aduanas customs gere
 diretor diretora jefe jefa head coordinador coordinadora coordinator coordenador coordenadora asistente
 assistant assistente analista analyst ejecutivo ejecutiva executive executivo executiva representante
 representative comprador compradora buyer vendedor vendedora seller trader supervisor supervisora encargado
-encargada responsable responsável especialista specialist general geral e-mail email correo
+encargada responsable responsável especialista specialist general geral e-mail email correo camaronera
+camaroneras empacadora empacadoras procesadora exportadora importadora naviera navieras agencia aduana
 """.split())
 _TOKEN = re.compile(r"[ \t]*([^\W\d_]+(?:['’\-][^\W\d_]+)*)(\.?)")
 _HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{0,30}[A-Za-z0-9_])?(?![\w@])")
@@ -230,7 +231,7 @@ class NameDetector(Detector):
         return word_kind(word)
 
     def _read(self, ctx: Context, pos: int, strength: int,
-              first_required: bool = False) -> tuple[int, int, bool] | None:
+              first_required: bool = False, greeting: bool = False) -> tuple[int, int, bool] | None:
         """Read a name starting at ``pos``; return its range (and whether it holds a protected
         word) or None."""
         text = ctx.text
@@ -301,6 +302,9 @@ class NameDetector(Detector):
                 if not ok and kind == "amb" and wstyle != "lower":
                     # "soy LUZ DÍAZ": a common-word first name, confirmed by the name after it
                     ok = not dot and k < n and word_kind(toks[k].group(1)) == "known"
+                if not ok and greeting and wstyle == "title" and kind in ("amb", "unknown") and k == n and (
+                        we >= len(text) or text[we] in ",.!\n"):
+                    ok = True   # the one word a greeting addresses: "Buenas tardes Luna.", "Oi Victória,"
                 if first_required and kind != "known":
                     ok = False
             else:
@@ -362,7 +366,7 @@ class NameDetector(Detector):
                 continue
             if closing and not text[e:pe].strip(" \t"):
                 continue
-            r = self._read(ctx, pe, strength)
+            r = self._read(ctx, pe, strength, greeting=greeting)
             if r:
                 out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
         for hs, _ in hits.get("name.here", ()):
