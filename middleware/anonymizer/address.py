@@ -36,7 +36,7 @@ _UNIT = (r"(?i:piso|p\.|planta|of\.?|oficina|ofic\.?|dpto\.?|depto\.?|departamen
          r"|bldg\.?|sala|andar|conj\.?|cj\.?|lt\.?)(?![^\W\d_])")  # whole words: "of" is not "oficina"
 _FLOOR = r"\d{1,2}[ \t]?[º°ª](?:[ \t]?(?:[A-Z]\b|\d{1,2}[ \t]?[ºª]|izq(?:da)?\b\.?|izda\b\.?|dcha?\b\.?|dch\b\.?|dr\b\.?|esq\b\.?|centro\b|ctro\b\.?))?"
 _POST = r"(?:\d{4}-\d{3}|\d{5}-\d{3}|\d{5}(?:-\d{4})?|C\.?P\.?[ \t]?\d{4,5}|[A-Z]{1,2}\d[A-Z\d]?[ \t]\d[A-Z]{2})"
-_CITY = rf"{_CAP}(?:[ \t\-](?:{_PART}[ \t]+)?{_CAP}){{0,2}}"
+_CITY = rf"{_CAP}(?:[ \t\-](?:{_PART}[ \t]+)?(?![A-Z]{{1,2}}\d){_CAP}){{0,2}}"   # (not a UK postcode's head)
 # after the house number: a unit, a floor, a second number ("Calle 3 N° 461"), a postcode, a
 # city, a US state and ZIP ("[ ,]" before each: people type " , Depto. 4" too)
 _SEP = r"[ \t]*,?[ \t]*"
