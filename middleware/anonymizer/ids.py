@@ -70,6 +70,9 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
 }
 
 
+_DOC_CODE = re.compile(r"-(?:19|20)\d{2}-\d{1,6}(?![\d\-])")
+
+
 def id_shape(value: str) -> str | None:
     """The kind of ID ``value`` is, when it is wholly one of the checksum shapes."""
     m = _SHAPE.fullmatch(value)
@@ -125,6 +128,8 @@ class IdDetector(Detector):
         for _s, e in (cues + upper if upper else cues):
             if not ctx.number_near(e, 30, 5):
                 continue  # no number right after the cue ("CIF Valencia" is an incoterm)
+            if _DOC_CODE.match(text, e):
+                continue  # "CI-2025-116": a commercial invoice's code, not a cédula
             c = _CONNECTOR.match(text, e)
             pos = c.end() if c else e
             if pos - e > 24:

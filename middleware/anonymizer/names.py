@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .base import P_NAME, Context, Detector, Span, keyword_form
+from .whitelist import KEYWORDS
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -64,11 +65,28 @@ DEFAULT_CUES: dict[str, int] = {
     "doctora": MEDIUM, "doutor": MEDIUM, "doutora": MEDIUM, "mister": MEDIUM,
     # more greetings and closings
     "bom dia": MEDIUM, "boa tarde": MEDIUM, "boa noite": MEDIUM, "qué tal": MEDIUM, "que tal": MEDIUM,
-    "buen día": MEDIUM, "buen dia": MEDIUM, "buenas noches": MEDIUM, "good afternoon": MEDIUM,
-    "good evening": MEDIUM, "slds": STRONG, "sldos": STRONG, "abs": STRONG, "abraços": STRONG,
+    "buen día": MEDIUM, "buen dia": MEDIUM, "e aí": MEDIUM, "eaí": MEDIUM, "buenas noches": MEDIUM, "good afternoon": MEDIUM,
+    "good evening": MEDIUM, "dear mr": STRONG, "dear ms": STRONG, "slds": STRONG, "sldos": STRONG, "abs": STRONG, "abraços": STRONG,
     "abrazos": STRONG, "un abrazo": STRONG, "muchas gracias": STRONG, "mil gracias": STRONG,
     "many thanks": STRONG, "best wishes": STRONG, "all the best": STRONG, "rgds": STRONG, "br": STRONG,
     "cdlt": STRONG, "cordiais saudações": STRONG, "saudações": STRONG, "grato": STRONG, "grata": STRONG,
+    "quedo atento": STRONG, "quedo atenta": STRONG, "quedamos atentos": STRONG, "fico no aguardo": STRONG,
+    "aguardo retorno": STRONG, "thanx": MEDIUM, "thnx": MEDIUM, "thx": MEDIUM, "tks": MEDIUM, "grax": MEDIUM,
+    "valeu": MEDIUM, "obrigada": MEDIUM,
+    # forwarded messages name their author
+    "forwarded from": STRONG, "forwarded message from": STRONG, "reenviado de": STRONG,
+    "mensaje reenviado de": STRONG, "encaminhada de": STRONG, "encaminhado de": STRONG,
+    "mensagem encaminhada de": STRONG,
+    # third parties the message is about
+    "o motorista": STRONG, "a motorista": STRONG, "el chofer": STRONG, "la chofer": STRONG, "el conductor": MEDIUM,
+    "the driver": MEDIUM, "notify party": STRONG, "notify": MEDIUM, "titular de la cuenta": STRONG,
+    "titular da conta": STRONG, "account holder": STRONG, "account name": STRONG, "beneficiary name": STRONG,
+    "nombre del titular": STRONG, "nombre del beneficiario": STRONG, "cc'ing": STRONG, "copying": MEDIUM,
+    "facturar a": STRONG, "facturen a": STRONG, "facturar a nombre de": STRONG, "facturen a nombre de": STRONG,
+    "factura a nombre de": STRONG, "facturar en nombre de": STRONG, "faturar em nome de": STRONG, "faturar para": STRONG, "invoice to": MEDIUM, "pick up by": STRONG,
+    "picked up by": STRONG, "retira": MEDIUM, "aqui é o": STRONG, "aqui é a": STRONG, "aquí es": MEDIUM,
+    "it's": MEDIUM, "mi jefe": MEDIUM, "mi jefa": MEDIUM, "my boss": MEDIUM, "meu chefe": MEDIUM, "a/c": STRONG,
+    "attention of": STRONG, "spoke to": MEDIUM, "i spoke with": MEDIUM, "please ask for": STRONG,
 }
 # Closings count only before punctuation or a line break: "Saludos, Ana" but not "best price".
 CLOSINGS = frozenset((
@@ -76,18 +94,21 @@ CLOSINGS = frozenset((
     "sincerely", "best", "cheers", "atenciosamente", "cumprimentos", "abraço", "abrazo", "gracias", "thanks",
     "thank you", "obrigado", "bendiciones", "atentamente", "cordialmente", "slds", "sldos", "abs", "abraços",
     "abrazos", "un abrazo", "muchas gracias", "mil gracias", "many thanks", "best wishes", "all the best", "rgds",
-    "br", "cdlt", "cordiais saudações", "saudações", "grato", "grata",
+    "br", "cdlt", "cordiais saudações", "saudações", "grato", "grata", "quedo atento", "quedo atenta",
+    "quedamos atentos", "fico no aguardo", "aguardo retorno", "thanx", "thnx", "thx", "tks", "grax", "valeu",
+    "obrigada",
 ))
 # Greetings name the person greeted only before a capitalized word: "Hola Juan," not "Hola, me llamo".
 GREETINGS = frozenset(("hola", "hello", "hi", "hey", "dear", "estimado", "estimada", "querido", "querida", "olá", "ola",
                        "oi", "prezado", "prezada", "gracias", "thanks", "thank you", "obrigado", "buenos días",
                        "buenos dias", "buenas tardes", "buenas", "good morning", "bendiciones", "bom dia", "boa tarde",
                        "boa noite", "qué tal", "que tal", "buen día", "buen dia", "buenas noches", "good afternoon",
-                       "good evening", "muchas gracias", "mil gracias", "many thanks"))
+                       "good evening", "muchas gracias", "mil gracias", "many thanks", "dear mr", "dear ms", "e aí",
+                       "eaí"))
 # Titles, capitalized (or upper case) only: "Sr. Valadez", "Ing. Noriega", "Mr. Price".
 HONORIFICS = ("Sr", "Sra", "Srta", "Sres", "Don", "Doña", "Dña", "Ing", "Inga", "Lic", "Licda", "Dr", "Dra", "Arq",
               "Abg", "Ab", "Econ", "Eco", "Prof", "Mr", "Mrs", "Ms", "Miss", "Mx", "Sir", "Srs", "Eng", "Engr",
-              "Dona", "Seu", "D", "Dª", "Sto", "Madam", "Mme", "Mlle")
+              "Dona", "Seu", "D", "Dª", "Sto", "Madam", "Mme", "Mlle", "Cap", "Capt", "Cpt", "Gral", "Tte", "Cnel")
 
 # Departments, teams and job titles (es/en/pt) are common words, never a name's: a signature
 # "Departamento de Compras" or "Setor de Importação" is no person. A name read right before a
@@ -107,9 +128,17 @@ documentation embarques despachos dispatch tráfico trafico aduanas customs gere
 diretor diretora jefe jefa head coordinador coordinadora coordinator coordenador coordenadora asistente
 assistant assistente analista analyst ejecutivo ejecutiva executive executivo executiva representante
 representative comprador compradora buyer vendedor vendedora seller trader supervisor supervisora encargado
-encargada responsable responsável especialista specialist general geral e-mail email correo camaronera
+encargada responsable responsável especialista specialist general geral e-mail email correo arancelaria camaronera
 camaroneras empacadora empacadoras procesadora exportadora importadora naviera navieras agencia aduana
+sirs sir madam madams gentlemen señores señoras senhores senhoras caballeros todos todas all everyone
+colleagues colegas amigos friends partners socios customers clientes
 """.split())
+# A legal form after the words makes them a company's name: "Frigoríficos del Cantábrico S.L.",
+# "Ocean Harvest LLC", "Mar Profundo SAC".
+_COMPANY_AFTER = re.compile(
+    r"[ \t]*,?[ \t]*(?:S\.[ \t]?[AL]\.|S\.A\.[CS]\.|S\.R\.L\.|S\.p\.A\.|B\.V\.|N\.V\.|S\.A\.S\."
+    r"|(?:SA|SL|SAC|SAS|SRL|SPA|EIRL|SARL|PLC|LLC|LLP|LTDA|LTD|INC|CORP|GMBH|BV|NV|AG|LDA|EIRELI|CIA|CÍA)\b"
+    r"|(?:Ltda|Ltd|Inc|Corp|GmbH|Lda|Cía|Cia|Co)\b)")
 _TOKEN = re.compile(r"[ \t]*([^\W\d_]+(?:['’\-][^\W\d_]+)*)(\.?)")
 _HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{0,30}[A-Za-z0-9_])?(?![\w@])")
 _TAGS = frozenset(("name.cue", "name.hon", "name.here"))
@@ -132,7 +161,18 @@ def _after_punct(text: str, i: int) -> int:
         while i < n and text[i] in " \t":
             i += 1
     return i
-_ANGLE_EMAIL = re.compile(r"<\s*[^\s<>@]+@[^\s<>@]+\s*>")
+_ANGLE_EMAIL = re.compile(r"(?:\(\s*)?[<‹«\[]\s*(?:mailto:)?[^\s<>‹›@\[\]]+@[^\s<>‹›@\[\]]+\s*[>›»\]]")
+_CHAT_LINE = re.compile(
+    r"(?m)^[ \t]*(?:\[\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4},?[ \t]+\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?\]"
+    r"|\[\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?,?[ \t]*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}\]"
+    r"|\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4},?[ \t]+\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?[ \t]+[-–])"
+    r"[ \t]+(?P<who>[^:\n\[\]]{1,40}?):")
+# capitalized words (or all capitals), whole: "McDonald", "O'Brien", "Ortiz-Quintana"
+_CAP_WORD = re.compile(r"(?<![\w@])[A-ZÁÉÍÓÚÑÜÇÀÂÊÔÃÕ][^\W\d_]+(?:['’\-][^\W\d_]+)*(?![\w@])")
+_DOMAIN_AFTER = re.compile(r"\.[A-Za-z]")
+_VESSEL_BEFORE = re.compile(r"(?i:\b(?:msc|maersk|cma|cgm|cosco|hapag|one|evergreen|m/v|mv|m\.v\.|vessel|buque|navio|"
+                            r"nave|barco|ship|motonave)[ \t]+)$")
+_COMMA_FIRST = re.compile(r",[ \t]*([^\W\d_]+)(?=[ \t]*(?:$|[\n.,;:!?)|<(\-–—\[‹]|[ \t][^\W\d_]+\b))")
 _NAME_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 _SIG_SEPARATOR = re.compile(r"\s*[,|·•/]\s*|\s+[-–—]\s+")
 _BACK = re.compile(r"((?:[^\W\d_][\w'’\-]*\.?[ \t]+){1,5})$")
@@ -146,6 +186,11 @@ _CLOSING = re.compile(r"^\s*(?:saludos(?: cordiales)?|un saludo|atentamente|atte
                       r"quedo a la espera|pendiente|slds|sldos|abs|abraços|abrazos|un abrazo|mil gracias|"
                       r"many thanks|best wishes|all the best|rgds|br|cdlt|saudações|grato|grata|-{2,}|—|–|_{2,})\W*$",
                       re.I)
+
+
+def _name_word(w: str) -> bool:
+    """A word that can stand in a full name: a listed first name or surname, not a common word."""
+    return word_kind(w) == "known"
 
 
 def fold(s: str) -> str:
@@ -162,7 +207,9 @@ def lexicon() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     def load(name: str) -> frozenset[str]:
         words = (DATA / name).read_text(encoding="utf-8").split()
         return frozenset(fold(w) for w in words if w)
-    return load("first_names.txt"), load("surnames.txt"), load("common_words.txt") | {fold(w) for w in ORG_WORDS}
+    # the names of trade documents ("Partida arancelaria", "Booking", "Lote") are no names either
+    docs = {fold(w) for w in KEYWORDS["doc"] if " " not in w and w.isalpha()}
+    return load("first_names.txt"), load("surnames.txt"), load("common_words.txt") | {fold(w) for w in ORG_WORDS} | docs
 
 
 @lru_cache(maxsize=65536)
@@ -231,7 +278,8 @@ class NameDetector(Detector):
         return word_kind(word)
 
     def _read(self, ctx: Context, pos: int, strength: int,
-              first_required: bool = False, greeting: bool = False) -> tuple[int, int, bool] | None:
+              first_required: bool = False, greeting: bool = False,
+              closing: bool = False) -> tuple[int, int, bool] | None:
         """Read a name starting at ``pos``; return its range (and whether it holds a protected
         word) or None."""
         text = ctx.text
@@ -283,11 +331,15 @@ class NameDetector(Detector):
                     end = we
                     continue
                 break
-            if len(w) == 1 and dot and w.isupper():
-                # an initial: "R. Pérez", "J. E. Quintero"
+            if len(w) == 1 and dot and (w.isupper() or style == "lower" or (
+                    not words and k < n and toks[k].group(1).islower() and len(toks[k].group(1)) > 1)):
+                # an initial: "R. Pérez", "J. E. Quintero", and after a name: "Hiroshi T.", "mary j."
                 if start < 0:
                     start = ws
-                pending_initials += 1
+                if words:
+                    end = m.end(2)
+                else:
+                    pending_initials += 1
                 continue
             if w.lower() in PARTICLES:
                 if (words == 0 and pending_initials == 0) or k >= n:
@@ -302,9 +354,12 @@ class NameDetector(Detector):
                 if not ok and kind == "amb" and wstyle != "lower":
                     # "soy LUZ DÍAZ": a common-word first name, confirmed by the name after it
                     ok = not dot and k < n and word_kind(toks[k].group(1)) == "known"
-                if not ok and greeting and wstyle == "title" and kind in ("amb", "unknown") and k == n and (
-                        we >= len(text) or text[we] in ",.!\n"):
-                    ok = True   # the one word a greeting addresses: "Buenas tardes Luna.", "Oi Victória,"
+                if not ok and kind == "unknown" and wstyle == "title" and not dot and k < n and len(
+                        toks[k].group(1)) == 1 and toks[k].group(2) and toks[k].group(1).isupper():
+                    ok = True   # "consignee: Hiroshi T.": a first name the lists lack, with its initial
+                if not ok and greeting and wstyle == "title" and kind in ("amb", "unknown") and self._addressed(
+                        text, toks):
+                    ok = True   # the words a greeting addresses: "Buenas tardes Luna.", "Estimado Mishell del Hoz,"
                 if first_required and kind != "known":
                     ok = False
             else:
@@ -323,6 +378,10 @@ class NameDetector(Detector):
             known = known or last_known
         if words == 0:
             return None
+        if (greeting or closing) and style == "lower" and not known:
+            return None   # "saludos, manden fotos": lower-case words after a closing are no name unless listed
+        if _COMPANY_AFTER.match(text, end):
+            return None   # "Cantábrico S.L.", "Ocean Harvest LLC": a company, not a person
         if not known:
             after = _TOKEN.match(text, end)
             if after and after.start(1) - end <= 2 and fold(after.group(1)) in UNIT_WORDS:
@@ -344,8 +403,12 @@ class NameDetector(Detector):
             if m:
                 out.append(Span(m.start(), m.end(), "NAME", priority=P_NAME))
             at = text.find("@", at + 1)
-        if self.enabled and "<" in text:
+        if self.enabled and ("@" in text and ("<" in text or "‹" in text or "[" in text or "«" in text)):
             out.extend(self._display_names(ctx))
+        if self.enabled and ":" in text and ("] " in text or " - " in text):
+            out.extend(self._chat_authors(ctx))
+        if self.enabled:
+            out.extend(self._full_names(ctx))
         hits = ctx.hits
         if not self.enabled or not (hits.keys() & _TAGS or "\n" in text):
             return out
@@ -354,7 +417,7 @@ class NameDetector(Detector):
             if text[s:e] in self._honorifics and e < len(text) and text[e] in ". \t":
                 r = self._read(ctx, e + 1 if text[e] == "." else e, STRONG)
                 if r:
-                    out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
+                    out.append(self._name_span(ctx, r))
         for s, e in hits.get("name.cue", ()):
             cue = ctx.lower[s:e]
             strength, closing, greeting, colon = self._cue_info.get(cue) or self._cue_info.get(
@@ -362,13 +425,18 @@ class NameDetector(Detector):
             pe = _after_punct(text, e)
             if colon and ":" not in text[e:pe]:
                 continue
-            if pe >= len(text) or (greeting and not text[pe].isupper()):
+            if pe >= len(text):
                 continue
-            if closing and not text[e:pe].strip(" \t"):
-                continue
-            r = self._read(ctx, pe, strength, greeting=greeting)
+            if closing and text[e:pe].strip(" \t"):
+                # "Thanks, Yuki Nakamura", "thanks,\nlopez, angela": a closing and its punctuation, then the signer
+                strength, greeting = STRONG, False
+            elif closing and not greeting:
+                continue   # "saludos a todos", "best price": a closing counts before punctuation only
+            if greeting and not text[pe].isupper() and not self._listed_at(text, pe):
+                continue   # "Hola Juan", "hola piero!!", not "Hola, me llamo" (a listed name may be lower case)
+            r = self._read(ctx, pe, strength, greeting=greeting, closing=closing)
             if r:
-                out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
+                out.append(self._name_span(ctx, r))
         for hs, _ in hits.get("name.here", ()):
             b = _BACK.search(text, max(0, hs - 60), hs)
             if not b:
@@ -385,6 +453,83 @@ class NameDetector(Detector):
                 out.append(Span(r[0], r[1], "NAME", priority=P_NAME, atomic=r[2]))
         if "\n" in text:
             out.extend(self._signatures(ctx))
+        return out
+
+    @staticmethod
+    def _addressed(text: str, toks: list[re.Match[str]]) -> bool:
+        """All the words after a greeting, up to its punctuation, capitalized and none a common
+        word: the person greeted ("Estimado Mishell del Hoz,"), not "Hola Equipo de Ventas,"."""
+        if not toks or len(toks) > 4:
+            return False
+        end = toks[-1].end(1)
+        if end < len(text) and text[end] not in ",.!\n":
+            return False
+        words = [t.group(1) for t in toks if t.group(1).lower() not in PARTICLES]
+        if not words or toks[-1].group(1).lower() in PARTICLES:
+            return False
+        kinds = [word_kind(w) for w in words]
+        if not all(w[0].isupper() for w in words) or "common" in kinds:
+            return False
+        # several words that are all also common words ("Hola Luz del Mar,") may be a company's name
+        return len(words) == 1 or "known" in kinds or "unknown" in kinds
+
+    @staticmethod
+    def _listed_at(text: str, pos: int) -> bool:
+        """A listed first name (not also a common word) at ``pos``: "hola piero", not "hola hagan"."""
+        t = _TOKEN.match(text, pos)
+        return bool(t) and word_kind(t.group(1)) == "known" and fold(t.group(1)) in lexicon()[0]
+
+    @staticmethod
+    def _name_span(ctx: Context, r: tuple[int, int, bool]) -> Span:
+        """The span of a name read; "Acosta, Valentino" (surname, comma, a listed first name) whole."""
+        end = r[1]
+        m = _COMMA_FIRST.match(ctx.text, end)
+        if m and fold(m.group(1)) in lexicon()[0] and word_kind(m.group(1)) != "common" and not ctx.words.overlaps(
+                m.start(1), m.end(1)):
+            end = m.end(1)
+        return Span(r[0], end, "NAME", priority=P_NAME, atomic=r[2])
+
+    @staticmethod
+    def _chat_authors(ctx: Context) -> list[Span]:
+        """Who wrote each line of a pasted chat export: "[15/07/24, 10:32:15] Ana Pérez: ..." or
+        "15/07/2024 10:32 - Ana Pérez: ..." (a phone number there is the phone detector's)."""
+        out: list[Span] = []
+        for m in _CHAT_LINE.finditer(ctx.text):
+            who = m.group("who")
+            if sum(c.isdigit() for c in who) < 5 and any(c.isalpha() for c in who):
+                out.append(Span(m.start("who"), m.end("who"), "NAME", priority=P_NAME))
+        return out
+
+    @staticmethod
+    def _full_names(ctx: Context) -> list[Span]:
+        """A listed first name followed by a listed surname, capitalized, with no cue at all
+        ("(Iain McDonald)", "ok.Felipe Rodriguez.", "saludos Ana Carolina Melo"): the two must be
+        names only, never common words; the capitalized name words around them go with them."""
+        text = ctx.text
+        first, last, common = lexicon()
+        words = [m for m in _CAP_WORD.finditer(text)]
+        out: list[Span] = []
+        i = 0
+        while i + 1 < len(words):
+            a, b = words[i], words[i + 1]
+            wa, wb = a.group(), b.group()
+            fa, fb = fold(wa), fold(wb)
+            if (text[a.end():b.start()] != " " or fa not in first or fb not in last or fa in common or fb in common
+                    or not (wa.isupper() == wb.isupper())):
+                i += 1
+                continue
+            lo, hi = i, i + 1
+            # the name words next to the pair: "Ana Carolina Melo", "Carlota Eugenia Alemán Vega"
+            while lo > 0 and text[words[lo - 1].end():words[lo].start()] == " " and _name_word(words[lo - 1].group()):
+                lo -= 1
+            while hi + 1 < len(words) and hi - lo < 4 and text[words[hi].end():words[hi + 1].start()] == " " \
+                    and _name_word(words[hi + 1].group()):
+                hi += 1
+            s, e = words[lo].start(), words[hi].end()
+            if not (ctx.words.overlaps(s, e) or _VESSEL_BEFORE.search(text, max(0, s - 12), s)
+                    or _COMPANY_AFTER.match(text, e) or _DOMAIN_AFTER.match(text, e)):
+                out.append(Span(s, e, "NAME", priority=P_NAME - 1))   # (not a catalog term, a ship, a company)
+            i = hi + 1
         return out
 
     def _display_names(self, ctx: Context) -> list[Span]:
@@ -458,8 +603,8 @@ class NameDetector(Detector):
                 if not kinds or not is_surname(w) or not ctx.words.only_within(m.start(1), m.end(1)):
                     return None
                 forced = True
-            if len(w) == 1 and w.isupper():
-                initials += 1
+            if len(w) == 1 and w.isupper() and m.group(2):
+                initials += 1   # (with its dot: "O navio", "A carga" are articles)
             elif w.lower() not in PARTICLES:
                 kinds.append(self._kind(w))
             pos = m.end()
@@ -467,6 +612,8 @@ class NameDetector(Detector):
                 pos += 1
         if text[pos:b].strip(" \t.,"):
             return None  # something else on the line
+        if initials >= 2 and _COMPANY_AFTER.search(text, a, b + 1):
+            return None  # "Frigoríficos del Cantábrico S.L.": a company
         n = len(kinds)
         if n == 0 or n > 4 or "common" in kinds:
             return None

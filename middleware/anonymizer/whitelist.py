@@ -65,6 +65,10 @@ _AT_DIGIT = re.compile(
 # Inside a chunk (after other digits) a quantity is not one: "099 123 4567 cajas" is a phone
 # number before a word, not 4567 boxes. Only notation that glues digits itself counts there.
 _INNER_DIGIT = re.compile(_DATES)
+_DOC_NUMBER = re.compile(r"(?:[a-z]{1,5}[-#]?)?\d[\w/]*(?:[-. ]\w+)*$", re.I)
+_MONTH_BEFORE = re.compile(rf"(?<![a-z]){_MONTHS},?\s+(?:de(?:l)?\s+|of\s+)?$")
+# Ecuador's invoices (001-001-000012345) and customs declarations (028-2025-40-00590370)
+_CUSTOMS_FORM = re.compile(r"\d{3}-\d{3}-\d{6,9}(?![\d\-])|\d{3}-(?:19|20)\d{2}-\d{2}-\d{8}(?![\d\-])")
 _INNER_NEXT = frozenset("/:h.-°º ap")
 _NO_TAIL = frozenset(",;!?)]\n")
 _DIGITS = re.compile(r"\d+")
@@ -86,7 +90,7 @@ _SYMBOLS = ("$", "€", "£")
 _CARD_LAYOUT = re.compile(r"^\D*(?:\d{4}[ \-]?){3}\d{1,7}$|^\D*\d{4}[ \-]?\d{6}[ \-]?\d{4,5}$")
 _WORD_AFTER = tuple(("wl." + k, _AFTER[k]) for k in ("month", "weekday"))
 _DIGIT_AFTER = tuple(("wl." + k, _AFTER[k]) for k in ("doc", "currency", "grade"))
-_KEYWORDS: dict[str, list[str]] = {
+KEYWORDS: dict[str, list[str]] = {
     "doc": ["proforma", "pro-forma", "pi", "p.i.", "po", "p.o.", "oc", "o/c", "orden", "orden de compra", "order",
             "pedido", "lote", "lot", "contrato", "contract", "invoice", "inv", "factura", "booking", "bkg", "bl",
             "b/l", "awb", "container", "contenedor", "cont", "seal", "sello", "precinto", "ref", "referencia",
@@ -100,7 +104,11 @@ _KEYWORDS: dict[str, list[str]] = {
             "ncm", "hts", "hs code", "tariff", "arancel", "batch", "certificado", "certificate", "cert",
             "folio", "expediente", "ticket", "pedimento", "manifiesto", "manifest", "imo", "voyage", "viaje",
             "vuelo", "flight", "mbl", "hbl", "nota de crédito", "nota de credito", "credit note", "debit note",
-            "guía de remisión", "guia de remision", "nota fiscal", "nf", "nfe", "sif", "despacho"],
+            "guía de remisión", "guia de remision", "nota fiscal", "nf", "nfe", "sif", "despacho", "reserva",
+            "reservation", "release", "release number", "liberación", "liberacion", "refrendo", "certificate of origin",
+            "certificado de origen", "certificado sanitario", "health certificate", "carta de crédito",
+            "carta de credito", "letter of credit", "l/c", "lc", "ffr", "rastreio", "rastreo", "orden de compra",
+            "purchase order", "sales order", "orden de venta", "contract no", "order no", "taric"],
     "month": ("enero febrero marzo abril mayo junio julio agosto septiembre setiembre octubre noviembre diciembre "
               "janeiro fevereiro março maio junho julho setembro outubro novembro dezembro january february march "
               "april may june july august september october november december ene feb mar abr jun jul ago sep "
@@ -183,7 +191,7 @@ class Whitelist:
         the keywords that open a protected number (proforma 2024-118, mayo 5, USD 5.40, U10)."""
         return {"wl.term": self._terms,
                 "wl.digit_term": [t for t in self._terms if any(c.isdigit() for c in t)],
-                **{f"wl.{kind}": words for kind, words in _KEYWORDS.items()}}
+                **{f"wl.{kind}": words for kind, words in KEYWORDS.items()}}
 
     def keep_ranges(self, ctx: Context) -> list[tuple[int, int]]:
         """Where the operator's own values stand as written (any case), whole."""
@@ -253,7 +261,7 @@ class Whitelist:
         for tag, after in _DIGIT_AFTER:
             for s, e in hits.get(tag, ()):
                 c = after.match(lower, e)
-                if c and not (tag == "wl.doc" and sum(map(str.isdigit, c.group())) >= 6 and _proven_pii(c.group())):
+                if c and not (tag == "wl.doc" and sum(map(str.isdigit, c.group())) >= 6 and _proven_pii(_doc_number(c.group()))):
                     ranges.append((s, c.end()))
         if ctx.max_digits >= 5:
             self._digit_led(ctx, ranges)
@@ -291,6 +299,11 @@ class Whitelist:
                 if hs:
                     ranges.append(hs.span())
                     continue
+            if lower.startswith(("19", "20"), cs) and _MONTH_BEFORE.search(lower, max(0, cs - 24), cs):
+                ranges.append((cs, cs + 4))   # the year of "8 de febrero del 2025"
+            if _CUSTOMS_FORM.match(text, cs):
+                ranges.append(_CUSTOMS_FORM.match(text, cs).span())   # type: ignore[union-attr]
+                continue
             last = -1
             n = len(lower)
             for d in _DIGITS.finditer(lower, cs, ce):
@@ -323,6 +336,12 @@ def notation_at(lower: str, pos: int) -> int | None:
         pos -= 1
     m = _AT_DIGIT.match(lower, pos)
     return m.end() if m else None
+
+
+def _doc_number(after: str) -> str:
+    """The number a document keyword's match ends with (its filler words and "no." off)."""
+    m = _DOC_NUMBER.search(after)
+    return m.group() if m else after
 
 
 def _proven_pii(code: str) -> bool:
