@@ -22,7 +22,8 @@ DEFAULT_CUES = (
     "routing", "aba", "sort code", "iban", "bank account", "account number", "número de cuenta", "nº de cuenta",
     "depositar", "deposit", "deposítenme", "transferir", "transfer to", "wire to", "ccc", "c.c.c.", "c/c",
     "código interbancario", "codigo interbancario", "cuenta interbancaria", "clabe interbancaria", "agência",
-    "agencia", "nuban", "bsb", "ifsc", "sort",
+    "agencia", "nuban", "bsb", "ifsc", "sort", "conta poupanca", "poupanca", "cc", "chave pix", "pix",
+    "chave aleatória", "chave aleatoria",
     # banks people name instead of the word "account"
     "banco", "bank", "produbanco", "pichincha", "bancolombia", "davivienda", "bolivariano", "guayaquil bank",
     "santander", "bbva", "caixa", "caixabank", "sabadell", "bankinter", "millennium", "itaú", "itau", "bradesco",
@@ -34,14 +35,18 @@ CARD_CUES = ("tarjeta", "card", "visa", "mastercard", "master card", "amex", "am
 
 # Between the cue and the number: "N°", "No.", ":", "de ahorros", "del Banco Pichincha", "number".
 _CONNECTOR = re.compile(
-    r"(?:[\s:#.\-/]|\bn[º°]|\b(?:nro|no|num|número|numero|number|de|del|en|el|la|mi|my|our|is|es|the|of|at"
+    r"(?:[\s:#.\-/]|\bn[º°]|\b(?:nro|no|num|número|numero|number|de|del|en|el|la|mi|my|our|is|es|the|of|at|a|to|para"
     r"|corriente|cte|ahorros|checking|savings|bancaria|account|cuenta|cta|con|with|info|details|datos"
-    r"|interbancari[ao]|c[óo]digo|clabe|cci|ccc|corrente|poupança|conta)\b"
+    r"|interbancari[ao]|c[óo]digo|clabe|cci|ccc|corrente|poupança|poupanca|conta|chave|pix|aleat[óo]ria)\b"
+    r"|\b[A-Z][a-záéíóúñ]+\b(?=[ \t]+\d)"   # a bank's name right before the number: "Banco Guayaquil 1277349211"
     r"|\b(?:Banco|Bank|Banc)\s+(?:[A-Z][\w&]*\s?){1,2})*",
     re.I,
 )
 _DIGIT = re.compile(r"\d")
-_NUMBER = re.compile(r"\d(?:[ \-.]?\d){5,33}(?!\d)")
+# a bank code's letters may lead ("NL12-INGB-2160...", a UK BBAN), a check digit or X may close ("215580-X")
+_NUMBER = re.compile(r"(?:[A-Z]{2}\d{2}[ \-]?[A-Z]{4}[ \-]?|[A-Z]{4}[ \-]?)?\d(?:[ \-.]?\d){5,33}(?:-[0-9Xx])?(?![\dA-Za-z])")
+# Brazil's PIX random key: a UUID
+_PIX_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]{1,4}){3,8}")
 _IBAN_GROUP = re.compile(r"[A-Za-z0-9]+")
 _CARD = re.compile(r"(?<![\d\-.])(?:\d{4}[ \-]?\d{6}[ \-]?\d{4,5}|(?:\d{4}[ \-]?){3}\d{1,7}|\d{13,19})(?![\d\-])")
@@ -89,12 +94,15 @@ class AccountDetector(Detector):
 
     def keywords(self) -> dict[str, Iterable[str]]:
         # a card cue is an account cue too: "tarjeta 5018 9728 5091" (a 12-digit Maestro)
-        return {"acct.cue": [*self._cues, *CARD_CUES], "acct.card": CARD_CUES, "acct.iban": ["iban"]}
+        return {"acct.cue": [*self._cues, *CARD_CUES], "acct.card": CARD_CUES, "acct.iban": ["iban"],
+                "acct.pixcue": ["pix", "chave pix", "chave aleatória", "chave aleatoria"],
+                "acct.agency": ["ag", "agência", "agencia", "ag."]}
 
     def find(self, ctx: Context) -> list[Span]:
+        pix = self._pix(ctx) if ctx.hits.get("acct.pixcue") else []
         if ctx.max_digits < 6:
-            return []  # an account number has 6+ digits
-        out = self._ibans(ctx) + self._cards(ctx) + self._cued(ctx)
+            return pix  # an account number has 6+ digits
+        out = pix + self._ibans(ctx) + self._cards(ctx) + self._cued(ctx)
         ctx.claimed.extend((s.start, s.end) for s in out if s.priority >= P_ACCOUNT)
         return out
 
@@ -120,7 +128,8 @@ class AccountDetector(Detector):
                     compact = "".join(g.group() for g in groups[:k]).upper()
                     if len(compact) >= 15 and iban_valid(compact):
                         last = m.start() + groups[k - 1].end()
-                        out.append(Span(m.start(), last, "ACCOUNT", priority=P_ACCOUNT))
+                        # a checksum outranks trade notation inside ("NL12-INGB-2160-..." is no code)
+                        out.append(Span(m.start(), last, "ACCOUNT", priority=P_ACCOUNT, atomic=True))
                         break
                 else:
                     if self._near(ctx, "acct.iban", m.start(), 16):
@@ -129,6 +138,16 @@ class AccountDetector(Detector):
                             k -= 1
                         last = m.start() + groups[k - 1].end()
                         out.append(Span(m.start(), last, "ACCOUNT", priority=P_ACCOUNT))
+        return out
+
+    @staticmethod
+    def _pix(ctx: Context) -> list[Span]:
+        """A PIX random key (a UUID) within a few words after its cue."""
+        out = []
+        for _, e in ctx.hits.get("acct.pixcue", ()):
+            m = _PIX_KEY.search(ctx.text, e, e + 60)
+            if m:
+                out.append(Span(m.start(), m.end(), "ACCOUNT", priority=P_ACCOUNT))
         return out
 
     def _cards(self, ctx: Context) -> list[Span]:
@@ -140,7 +159,7 @@ class AccountDetector(Detector):
                 if not 13 <= len(d) <= 19:
                     continue
                 if (d[0] in "23456" and luhn.is_valid(d)) or self._near(ctx, "acct.card", m.start(), 40):
-                    out.append(Span(m.start(), m.end(), "ACCOUNT", priority=P_ACCOUNT))
+                    out.append(Span(m.start(), m.end(), "ACCOUNT", priority=P_ACCOUNT, atomic=luhn.is_valid(d)))
                 elif ctx.strict and luhn.is_valid(d):
                     out.append(Span(m.start(), m.end(), "ACCOUNT", priority=P_STRICT + 1))
         return out
@@ -148,9 +167,12 @@ class AccountDetector(Detector):
     def _cued(self, ctx: Context) -> list[Span]:
         text = ctx.text
         out: list[Span] = []
-        for _, e in ctx.hits.get("acct.cue", ()):
+        agencies = ctx.hits.get("acct.agency", ())
+        for s, e in ctx.hits.get("acct.cue", ()):
             if not ctx.number_near(e, 45, 6):
                 continue
+            if text[s:e].lower() == "cc" and not any(0 < s - ae <= 30 for _, ae in agencies):
+                continue   # "cc" is an account (conta corrente) only after its agency: "ag 6522-7 cc 215580-X"
             c = _CONNECTOR.match(text, e)
             pos = c.end() if c else e
             if pos - e > 40:

@@ -25,12 +25,12 @@ _WORD = rf"(?![Nn](?:[º°o]|ro)?\.?[ \t]*\d)(?:{_ABBR}|{_CAP}|\d{{1,2}}[ \t]+de
 _NAME = rf"(?:{_PART}[ \t]+){{0,2}}{_WORD}(?:[ \t]+(?:{_PART}[ \t]+){{0,2}}{_WORD}){{0,4}}"
 # a cross street may carry its own street word: "entre Aguirre y calle Tercera"
 _XNAME = rf"(?:(?i:calle|avenida|av\.|avda\.|pasaje|callej[óo]n)[ \t]+)?{_NAME}"
-_HOUSE = (r"(?:(?:No\.?|N[º°o]\.?|#|nro\.?|n\.?º)[ \t]?)?"
+_HOUSE = (r"(?:(?:No\.?|N[º°o]\.?|#|nro\.?|n\.?º|num\.?|núm\.?)[ \t]?)?"
           r"(?:(?:N|S|E|W|Oe?)\d{1,3}[A-Z]?-\d{1,4}[A-Z]?"
           r"|\d{1,5}[A-Za-z]?[ºª°]?(?:[ \t](?:Sur|Norte|Este|Oeste|Bis))?(?:[ \t]?[-#][ \t]?\d{1,4}[A-Za-z]?)*"
           r"(?:[ \t]+\d{1,5}(?=[ \t]*(?:[,.;)\n]|$)))?|[Ss]/[Nn])(?!\w)")  # "Ulloa 281 495": an inner number
 _CROSS = rf"[ \t]*(?<=[ \t])(?:y|e|esq(?:uina)?\.?|and|&|entre)[ \t]+{_XNAME}(?:[ \t]+y[ \t]+{_XNAME})?"
-_UNIT = (r"(?i:piso|p\.|planta|of\.?|oficina|ofic\.?|dpto\.?|depto\.?|departamento|dep\.?|apto?\.?|apartamento"
+_UNIT = (r"(?i:piso|p\.|planta|nave|of\.?|oficina|ofic\.?|dpto\.?|depto\.?|departamento|dep\.?|apto?\.?|apartamento"
          r"|apartment|suite|ste\.?|unit|local|bodega|galp[óo]n|casa|villa|solar|lote|mz\.?|manzana|bloque|blq\.?"
          r"|edificio|edif\.?|torre|int\.?|interior|portal|puerta|pta\.?|esc\.?|escalera|fl\.?|floor|room|rm\.?"
          r"|bldg\.?|sala|andar|conj\.?|cj\.?|lt\.?)(?![^\W\d_])")  # whole words: "of" is not "oficina"
@@ -46,20 +46,22 @@ _TRAILER = (rf"(?:{_SEP}{_UNIT}[ \t]*#?[ \t]*[\w\-]{{1,6}}\b\.?|{_SEP}{_FLOOR}"
 
 # Street words; those also common as plain words count only capitalized ("Vía", "Sector", "Plaza").
 KW_WORDS = ("av avda ave avenida avenue calle c/ cl cll carrera cra kra kr cr tr ak ac diag transv trans blv bv alam "
-            "jr jirón jiron "
+            "jr jirón jiron polígono poligono pol p.i. "
             "transversal tv diagonal dg rua travessa "
             "trav alameda praça praca estrada rodovia paseo pº pza carretera ctra calzada callejón callejon pasaje "
             "psje bulevar boulevard blvd cdla ciudadela urb urbanización urbanizacion lotización lotizacion mz "
             "autopista prolongación prolongacion col edif").split()
 KW_CAP_WORDS = ("via vía sector barrio colonia conjunto edificio plaza largo ronda camino privada cerrada andador "
                 "manzana r ladeira vereda rodovia estrada quadra viela circuito retorno periférico periferico "
-                "calzada cañada pasaje glorieta paseo").split()
+                "calzada cañada pasaje glorieta paseo").split() + ["parque industrial", "parque empresarial",
+                                                                    "zona franca", "zona industrial"]
 _KW = (r"(?:Av(?:da|e|enida)?\.?|Avenue|Calle|C/|Cl\.?|Cll\.?|Carrera|Cra\.?|Kra\.?|Kr\.?|Cr\.?|Tr\.|Jr\.|Jir[óo]n|Ak\.?|Ac\.?|Diag\.|Transv?\.|Blvd?\.|Bv\.|Alam\.|Transversal|Tv\.|Diagonal"
        r"|R\.|Ladeira|Vereda|Quadra|Viela|Circuito|Retorno|Perif[ée]rico|Cañada|Glorieta"
        r"|Dg\.|Rua|Travessa|Trav\.|Alameda|Pra[çc]a|Largo|Estrada|Rodovia|Paseo|Pº|Plaza|Pza\.?|Camino|Carretera"
        r"|Ctra\.?|Ronda|Calzada|Callej[óo]n|Pasaje|Psje\.?|Bulevar|Boulevard|Blvd\.?|Cdla\.?|Ciudadela|Urb\.?"
        r"|Urbanizaci[óo]n|Lotizaci[óo]n|Mz\.?|Manzana|Autopista|Prolongaci[óo]n|Privada|Cerrada|Andador"
-       r"|Via|Vía|Sector|Barrio|Colonia|Col\.|Conjunto|Edificio|Edif\.)")
+       r"|Via|Vía|Sector|Barrio|Colonia|Col\.|Conjunto|Edificio|Edif\.|Pol[íi]gono|Pol\.|P\.I\.|Parque Industrial"
+       r"|Parque Empresarial|Zona Franca|Zona Industrial|Distrito Industrial)")
 _KW_RE = re.compile(
     rf"(?i:{_KW})(?=[ \t\d])[ \t]*(?P<name>{_NAME})?,?[ \t]*(?P<num>{_HOUSE})?(?P<cross>{_CROSS})?"
     rf"(?P<tr>(?:{_TRAILER}){{0,5}})"
@@ -69,11 +71,23 @@ US_SUFFIX_WORDS = ("st street ave av avenue rd road blvd boulevard dr drive ln l
                    "gardens grove mews wharf broadway").split()
 _US_SUFFIX = (r"(?:St|Street|Ave|Av|Avenue|Rd|Road|Blvd|Boulevard|Dr|Drive|Ln|Lane|Way|Ct|Court|Pl|Place|Pkwy"
               r"|Parkway|Hwy|Highway|Ter|Terrace|Cir|Circle|Trl|Trail|Sq|Square|Loop|Pike|Plaza|Row|Alley|Crescent"
-              r"|Close|Gardens|Grove|Mews|Wharf|Broadway)")
+              r"|Close|Gardens|Grove|Mews|Wharf|Broadway|ST|STREET|AVE|AVENUE|RD|ROAD|BLVD|DR|DRIVE|LN|LANE|WAY|CT|PL"
+              r"|SQ|CLOSE|ROW)")
 _US_RE = re.compile(
     rf"(?<![\w.,/\-])\d{{1,6}}[A-Z]?[ \t]+(?:(?:[NS][EW]|[NSEW])\.?[ \t]+)?(?:{_CAP}|\d{{1,3}}(?:st|nd|rd|th))(?:[ \t]+{_CAP}){{0,3}}?"
     rf"[ \t]+{_US_SUFFIX}\b\.?(?:[ \t]+(?:NW|NE|SW|SE|N|S|E|W)\b)?(?P<tr>(?:{_TRAILER}){{0,5}})"
 )
+# The same typed in lower case ("av. shyris s47-299 y coruña", "7553 brickell st, fl 37, miami"):
+# any words, but then a house number (and for the US shape a trailer) is required.
+_LWORD = r"[^\W\d_]+(?:['’\-][^\W\d_]+)*\.?"
+_KW_LC_RE = re.compile(
+    rf"(?:{_KW})(?=[ \t])[ \t]*(?P<name>{_LWORD}(?:[ \t]+{_LWORD}){{0,3}}?)[ \t]*(?P<num>{_HOUSE})"
+    rf"(?P<cross>[ \t]+(?:y|e|esq(?:uina)?\.?|and|&|entre)[ \t]+{_LWORD}(?:[ \t]+{_LWORD}){{0,2}}?(?=[ \t]*(?:[,.;!?\n]|$)))?"
+    rf"(?P<tr>(?:{_TRAILER}){{0,5}})", re.I)
+_US_LC_RE = re.compile(
+    rf"(?<![\w.,/\-])\d{{1,6}}[a-z]?[ \t]+(?:(?:[ns][ew]|[nsew])\.?[ \t]+)?(?:{_LWORD}|\d{{1,3}}(?:st|nd|rd|th))"
+    rf"(?:[ \t]+{_LWORD}){{0,3}}?[ \t]+{_US_SUFFIX}\b\.?(?:[ \t]+(?:nw|ne|sw|se|n|s|e|w)\b)?(?P<tr>(?:{_TRAILER}){{1,5}})",
+    re.I)
 # Ecuador: "9 de Octubre 1530 entre Escobedo y Córdova", "Boyacá 1234 y Junín"
 _ENTRE_HINT = re.compile(r"[0-9][a-z]?[ \t]+(?:entre|y|esq)\b")  # on lower-cased text: a house number, then ...
 _ENTRE_RE = re.compile(rf"(?<![\w])(?P<name>{_NAME})[ \t]+{_HOUSE}[ \t]+(?:(?P<entre>entre)[ \t]+{_XNAME}[ \t]+y|y|esq(?:uina)?\.?)"
@@ -81,15 +95,16 @@ _ENTRE_RE = re.compile(rf"(?<![\w])(?P<name>{_NAME})[ \t]+{_HOUSE}[ \t]+(?:(?P<e
 # "... en Primera 1802 y Pichincha": a place preposition before a bare intersection
 _LOCATIVE = re.compile(r"(?:\b(?:en|at|in|a|to|de|na|em)|:)[ \t]*$", re.I)
 _KM_RE = re.compile(
-    rf"(?i:km|kil[óo]metro)\.?[ \t]?\d{{1,3}}(?:[.,]\d{{1,2}})?[ \t]+(?i:(?:de[ \t]+la[ \t]+)?(?:v[íi]a|carretera|autopista|ruta|estrada|rodovia))"
+    rf"(?i:km|kil[óo]metro)\.?[ \t]?\d{{1,3}}(?:[.,]\d{{1,2}}|[ \t]\d/\d)?[ \t]+(?i:(?:de[ \t]+la[ \t]+)?(?:v[íi]a|carretera|autopista|ruta|estrada|rodovia))"
     rf"[ \t]+(?:(?i:a|al|a[ \t]+la)[ \t]+)?{_NAME}(?:[\-–]{_NAME})?(?P<tr>(?:{_TRAILER}){{0,5}})"
 )
 # Dutch and German streets: "Blaak 81, 3022 BG Rotterdam", "Schillerstraße 99, 20457 Hamburg"
 # (a street suffix, or the Dutch postcode's letters, stand in for the street word)
 _EU_SUFFIX = r"(?:stra(?:ß|ss)e|str\.|weg|laan|straat|gracht|plein|platz|gasse|allee|dijk|kade|damm|ufer|markt|steeg|singel)"
 _EU_RE = re.compile(
-    rf"(?<![\w\-])(?:[{_UP}][^\W\d_]*{_EU_SUFFIX}|{_CAP}(?:[ \t]{_CAP}){{0,2}}(?=[ \t]\d{{1,4}}[a-z]?,?[ \t]+\d{{4}}[ \t]?[A-Z]{{2}}\b))"
-    rf"[ \t]+\d{{1,4}}[a-zA-Z]?(?:[ \t]*,?[ \t]*(?:\d{{4}}[ \t]?[A-Z]{{2}}|\d{{5}})(?:[ \t]+{_CITY})?)?")
+    rf"(?<![\w\-])(?:(?i:[^\W\d_]*{_EU_SUFFIX})|{_CAP}(?:[ \t]{_CAP}){{0,2}}(?=[ \t]\d{{1,4}}[a-z]?,?[ \t]+\d{{4}}[ \t]?[A-Z]{{2}}\b))"
+    rf"[ \t]+\d{{1,4}}[a-zA-Z]?(?:-\d{{1,3}})?(?:[ \t]*,?[ \t]*(?:\d{{4}}[ \t]?[A-Z]{{2}}|(?:[A-Za-z]-)?\d{{5}})"
+    rf"(?:[ \t]+{_CITY})?)?")
 _NL_AFTER = re.compile(r"[ \t]?[A-Z]{2}(?![\w])")
 _EU_SUFFIXES = ("straße", "strasse", "str.", "weg", "laan", "straat", "gracht", "plein", "platz", "gasse", "allee",
                 "dijk", "kade", "damm", "ufer", "markt", "steeg", "singel")
@@ -188,11 +203,18 @@ class AddressDetector(Detector):
             if not m:
                 continue
             name, num, cross, tr = m.group("name", "num", "cross", "tr")
+            if num and notation_at(lower, m.start("num")) is not None:
+                num = None   # "av 16/20": a size, "calle ... 20 cajas": a quantity, not a house number
             # a street word needs a house number ("s/n" too), a cross street or a unit after it
             if num or (cross and name):  # "Av. Amazonas y Colón", "Praça da Sé, s/n"
                 out.append(self._span(m))
             elif name and ctx.has_digit and tr and tr.strip(" ,"):
                 out.append(self._span(m))
+            elif ctx.has_digit and not text[m.end("name") if name else m.end():][:1].isupper():
+                lc = _KW_LC_RE.match(text, s)
+                if lc and not ctx.overlaps(lc.start("name"), lc.end("name")) and notation_at(
+                        lower, lc.start("num")) is None:
+                    out.append(self._span(lc))
         if not ctx.has_digit:
             # every other shape holds a number; only "Dirección: Campo de Melo" may not
             return _outermost(out + self._clauses(ctx, "addr.strong", out, weak=False))
@@ -202,6 +224,11 @@ class AddressDetector(Detector):
                 for m in _US_RE.finditer(text, max(0, s - 50, last), min(n, s + 90)):
                     out.append(self._span(m))
                     last = m.end()
+                if s > last and text[s].islower():
+                    for m in _US_LC_RE.finditer(text, max(0, s - 50, last), min(n, s + 90)):
+                        if not ctx.overlaps(m.start(), m.start() + 1):
+                            out.append(self._span(m))
+                            last = m.end()
         if eu:
             out.extend(self._span(m) for m in _EU_RE.finditer(text) if not ctx.overlaps(m.start(), m.start() + 1))
         for s, _ in hits.get("addr.km", ()):
@@ -227,10 +254,8 @@ class AddressDetector(Detector):
         for cs, ce, _ in ctx.chunks:
             if _NL_AFTER.match(text, ce):
                 return True
-            j = cs
-            while j > 0 and lower[j - 1] in " \t":
-                j -= 1
-            if lower.endswith(_EU_SUFFIXES, max(0, j - 12), j):
+            before = lower[max(0, cs - 30):cs]   # "Schillerstraße 99, 20457", "lindenallee 199a, d-20457"
+            if any(x in before for x in _EU_SUFFIXES):
                 return True
         return False
 

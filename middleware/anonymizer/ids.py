@@ -17,6 +17,7 @@ from stdnum.co import nit
 from stdnum.ec import ci
 from stdnum.ec import ruc as ec_ruc
 from stdnum.es import cif, dni, nie
+from stdnum.eu import vat
 from stdnum.mx import curp, rfc
 from stdnum.pe import ruc as pe_ruc
 from stdnum.pt import nif as pt_nif
@@ -35,19 +36,23 @@ DEFAULT_CUES = (
     "número de contribuinte", "soc sec", "social sec", "social security no", "c.i.", "c.i", "ci:", "c.c.:",
     "cédula de ciudadanía", "cedula de ciudadania", "cpf/cnpj", "rg", "registro geral", "national insurance",
     "ni number", "nino", "tax code", "codice fiscale", "steuernummer", "identity card", "id card",
+    "pp", "pass", "pass no", "passport no", "psprt", "ss#", "ss #", "ss no", "bsn", "burgerservicenummer",
+    "ust-idnr", "ust-id", "ustid", "btw", "btw-nummer", "tva", "nif-iva", "nif iva", "p.iva", "partita iva",
+    "vat reg", "ruc persona natural", "cuit/cuil", "r.f.c.", "r.u.c.", "n.i.f.", "c.p.f.",
 )
 # Short upper-case cues only count in upper case ("CI", "CC", "ID", "RG").
 _UPPER_CUES = ("C.I.", "CI", "C.C.", "CC", "ID", "RG", "D.N.I.", "N.I.F.", "R.U.C.")
 
 # Between a cue and its number: "nro.", "No.", "N°", ":", "#", "es", "is", "number".
 _CONNECTOR = re.compile(
-    r"(?:[\s:#.\-()]|\bn[º°]|\b(?:nro|no|num|número|numero|number|es|is|de|del|mi|my|the|el|la|con|with"
+    r"(?:[\s:#.\-()]|\bn[º°]|\b(?:nro|no|num|número|numero|number|es|is|de|del|mi|my|the|el|la|con|with|persona"
+    r"|natural|jur[íi]dica"
     r"|da|do|empresa|company|compañía|compania|firma|our|nuestro|nuestra|peruan[oa]|ecuatorian[oa]|colombian[oa]"
     r"|mexican[oa]|español|española|brasileir[oa]|portugu[eê]s|ein|tin|personal|federal|fiscal)\b)*",
     re.I,
 )
 # The number itself: digits, maybe a letter prefix or check letter, maybe grouped.
-_TOKEN = re.compile(r"[A-Za-zÑñ]{0,4}[\-\s]?\d[\dA-Za-z]*(?:[ .\-/]\d[\dA-Za-z]*){0,5}(?:[ \-][A-Za-z](?!\w))?")
+_TOKEN = re.compile(r"[A-Za-zÑñ]{0,4}[\-\s]?\d[\dA-Za-z]*(?:[ .\-/][A-Za-z]{0,3}\d[\dA-Za-z]*){0,5}(?:[ \-][A-Za-z](?!\w))?")
 
 # Distinctive shapes with a checksum: they need no cue.
 _SHAPE = re.compile(
@@ -56,17 +61,29 @@ _SHAPE = re.compile(
     r"|(?P<nie>[XYZxyz][ \-]?\d{7}[ \-]?[A-Za-z])(?!\w)"
     r"|(?P<cif>[ABCDEFGHJNPQRSUVW][ \-]?\d{7}[0-9A-J])(?!\w)"
     r"|(?P<curp>[A-Z]{4}\d{6}[HMX][A-Z]{5}[A-Z0-9]\d)(?!\w)"
-    r"|(?P<rfc>[A-ZÑ&]{3,4}\d{6}[A-Z0-9]{3})(?!\w)"
+    r"|(?P<rfc>[A-ZÑ&]{3,4}-?\d{6}-?[A-Z0-9]{3})(?!\w)"
     r"|(?P<ssn>\d{3}-\d{2}-\d{4})(?![\w\-])"
-    r"|(?P<ruc>\d{13})(?![\w\-])"
+    r"|(?P<ruc>\d{10}-?\d{3})(?![\w\-])"
+    r"|(?P<nino>(?i:[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]))(?!\w)"
+    r"|(?P<vat>(?i:(?:AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK)"
+    r"[ \-]?[0-9A-Z]{8,12}))(?!\w)"
     r"|(?P<cpf>\d{3}\.\d{3}\.\d{3}-\d{2})(?![\w\-])"
     r"|(?P<nit>\d{3}\.?\d{3}\.?\d{3}-\d)(?![\w\-])"
     r"|(?P<cnpj>\d{2}\.\d{3}\.\d{3}/\d{4}-\d{2})(?![\w\-])"
     r")"
 )
+def _nino(value: str) -> bool:
+    """A UK National Insurance number's prefix rules (HMRC): no D F I Q U V, no O second, and
+    never BG GB KN NK NT TN ZZ (python-stdnum has no gb.nino)."""
+    v = "".join(value.split()).upper()
+    return v[:2] not in ("BG", "GB", "KN", "NK", "NT", "TN", "ZZ")
+
+
 _CHECKS: dict[str, Callable[[str], bool]] = {
-    "dni": dni.is_valid, "nie": nie.is_valid, "cif": cif.is_valid, "curp": curp.is_valid, "rfc": rfc.is_valid,
-    "ssn": ssn.is_valid, "ruc": ec_ruc.is_valid, "cpf": cpf.is_valid, "nit": nit.is_valid, "cnpj": cnpj.is_valid,
+    "dni": dni.is_valid, "nie": nie.is_valid, "cif": cif.is_valid, "curp": curp.is_valid,
+    "rfc": lambda v: rfc.is_valid(v.replace("-", "")), "ssn": ssn.is_valid,
+    "ruc": lambda v: ec_ruc.is_valid(v.replace("-", "")), "cpf": cpf.is_valid, "nit": nit.is_valid,
+    "cnpj": cnpj.is_valid, "nino": _nino, "vat": lambda v: vat.is_valid(v.replace(" ", "").replace("-", "")),
 }
 
 
@@ -116,12 +133,13 @@ class IdDetector(Detector):
             if after in " -" and ce + 1 < n:
                 after = text[ce + 1]
             if not (before.isalpha() or after.isalpha() or nd == 13 or (
-                    nd in (9, 10, 11, 14) and ("-" in text[cs:ce] or "." in text[cs:ce]))):
+                    nd in (9, 10, 11, 13, 14) and ("-" in text[cs:ce] or "." in text[cs:ce]))):
                 continue  # (SSN, NIT, CPF, CNPJ are written with their dashes and dots)
             for m in _SHAPE.finditer(text, max(0, cs - 4), min(n, ce + 10)):
                 if m.start() not in seen and _CHECKS[m.lastgroup or ""](m.group()):
                     seen.add(m.start())
-                    out.append(Span(m.start(), m.end(), "ID", priority=P_ID))
+                    # a checksum outranks trade notation around it ("TEV-610813-HH2" is no code)
+                    out.append(Span(m.start(), m.end(), "ID", priority=P_ID, atomic=True))
                     ctx.claimed.append(m.span())
         cues = ctx.hits.get("id.cue", [])
         upper = [(s, e) for s, e in ctx.hits.get("id.upper", ()) if text[s:e].isupper()]
@@ -139,7 +157,7 @@ class IdDetector(Detector):
                 continue
             value = t.group().rstrip(" .-/")
             if digit_count(value) >= 5:
-                out.append(Span(t.start(), t.start() + len(value), "ID", priority=P_ID))
+                out.append(Span(t.start(), t.start() + len(value), "ID", priority=P_ID, atomic=True))
                 ctx.claimed.append((t.start(), t.start() + len(value)))
         if ctx.strict:
             for cs, ce, _ in ctx.long_chunks(8):
