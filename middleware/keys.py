@@ -104,6 +104,12 @@ class Keys:
         """List of export summaries (JSON), newest first."""
         return f"{self.prefix}exports"
 
+    def export_run(self, token: str) -> str:
+        """One export's working state, a namespace of its own (workers.export_ledger): ``U`` user
+        -> index, ``L`` users in order, ``Z`` users sorted, ``S`` split sides, ``s<n>`` duplicate
+        buckets. Every key carries a TTL and is removed when the export ends."""
+        return f"{self.prefix}exports:run:{token}:"
+
     def mydata_link(self, token: str) -> str:
         """A short-lived /mydata download link (WhatsApp): token -> pseudonym."""
         return f"{self.prefix}mydata:{token}"

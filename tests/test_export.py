@@ -20,10 +20,11 @@ from middleware.redis_conn import connect
 from tests.conftest import ROOT, SECRET
 from tests.records import SAMPLES, seed
 from workers import export_io
-from workers.export import ResidueScan, assign_valid, export, history
+from workers.export import ResidueScan, export, history
 from workers.export_check import TokenCounter, chat_errors, prompt_completion_errors, tiktoken_cache_file
-from workers.export_io import SeenSet, Staging
+from workers.export_io import Staging
 from workers.export_rebuild import exports_holding, rebuild
+from workers.export_split import assign_valid
 from workers.runtime import Runtime
 from workers.tasks import Processor
 
@@ -118,14 +119,6 @@ def test_tokens_never_trigger_a_download(tmp_path, monkeypatch):
     bad = tmp_path / "fb374d419588a4632f3f557e76b4b70aebbca790"
     bad.write_bytes(b"garbage")
     assert tiktoken_cache_file("o200k_base", {"TIKTOKEN_CACHE_DIR": str(tmp_path)}) is None
-
-
-def test_seen_set_is_exact_across_merges():
-    s = SeenSet(bits=4)
-    vals = [random.getrandbits(63) - (1 << 62) for _ in range(2000)]
-    assert all(s.add(v) for v in vals)
-    assert not any(s.add(v) for v in vals)
-    assert len(s) == 2000
 
 
 # ---------------------------------------------------------------------------- formats
@@ -585,3 +578,239 @@ def test_rebuild_finishes_a_swap_a_crash_interrupted(tmp_path):
     recover(root)
     assert [p.name for p in root.iterdir()] == ["20240101T000000Z"]
     assert (root / "20240101T000000Z" / "manifest.json").read_text() == "new"
+
+
+# ---------------------------------------------------------------------------- flat memory
+
+def _reference_assign(users: list[str], strata: list[int], examples: list[int], split: float,
+                      seed_: int) -> tuple[bytearray, list[str]]:
+    """The in-memory rule the streaming planner replaced (lists of every user, sorted): the spec."""
+    from workers.export_split import user_hash
+
+    n = len(users)
+    valid = bytearray(n)
+    warnings: list[str] = []
+    frac = 1.0 - split
+    if n == 0 or frac <= 0:
+        return valid, warnings
+    if n == 1:
+        return valid, ["the valid split is empty: only one user contributed, and a user is never on both sides"]
+    target = min(max(round(n * frac), 1), n - 1)
+    by_stratum: dict[int, list[int]] = {}
+    for i, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(i)
+    quota = {s: len(m) * frac for s, m in by_stratum.items()}
+    take = {s: int(q) for s, q in quota.items()}
+    rest = target - sum(take.values())
+    order = sorted(by_stratum, key=lambda s: (-(quota[s] - take[s]), user_hash(seed_, f"stratum:{s}")))
+    while rest > 0:
+        moved = False
+        for s in order:
+            if rest > 0 and take[s] < len(by_stratum[s]):
+                take[s] += 1
+                rest -= 1
+                moved = True
+        if not moved:
+            break
+    for s, members in by_stratum.items():
+        members.sort(key=lambda i: user_hash(seed_, users[i]))
+        for i in members[: take[s]]:
+            valid[i] = 1
+    train_n = sum(e for i, e in enumerate(examples) if not valid[i])
+    if train_n < 10 and sum(examples) >= 10:
+        back = sorted((i for i in range(n) if valid[i]), key=lambda i: (examples[i], user_hash(seed_, users[i])))
+        moved_n = 0
+        for i in back:
+            if train_n >= 10:
+                break
+            valid[i] = 0
+            train_n += examples[i]
+            moved_n += 1
+        warnings.append(f"moved {moved_n} user(s) from valid to train so that train holds at least 10 examples")
+    if not any(valid):
+        warnings.append(f"the valid split is empty: too few users ({n}) to hold out one without leaving train "
+                        "under 10 examples; a user is never on both sides")
+    return valid, warnings
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(0, 300), split=st.floats(0.01, 1.0), seed_=st.integers(0, 5), coarse=st.booleans(),
+       data=st.data())
+def test_streaming_split_is_the_in_memory_rule(n, split, seed_, coarse, data):
+    """Same sides and warnings as sorting every user. ``coarse``: a hash with 16 values, so that
+    bins are crowded, boundaries fall inside them and hashes tie (the index must break ties as
+    a stable sort does)."""
+    from unittest import mock
+
+    from workers import export_split
+
+    names = [f"u_{i:04d}" for i in range(n)]
+    strata = data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    examples = data.draw(st.lists(st.integers(1, 12), min_size=n, max_size=n))
+    real = export_split.user_hash
+    h = (lambda s, p: real(s, p) >> 60 << 60) if coarse else real
+    with mock.patch.object(export_split, "user_hash", h):
+        assert assign_valid(names, strata, examples, split, seed_) == _reference_assign(
+            names, strata, examples, split, seed_)
+
+
+def _run_keys(rt: Runtime) -> list[bytes]:
+    return list(rt.handle.sync.scan_iter(match=rt.keys.export_run("*") + "*", count=1000))
+
+
+def test_working_state_is_in_redis_with_a_ttl_and_removed_after(rt, monkeypatch):
+    from workers import export_ledger
+
+    approve(rt, seed(rt.store, users(rt, 6), 60))
+    during: dict[bytes, int] = {}
+
+    def progress(done: int, total: int) -> None:
+        r = rt.handle.sync
+        during.update({k: r.ttl(k) for k in _run_keys(rt)})
+
+    close = export_ledger.RunLedger.close
+
+    def closing(self: export_ledger.RunLedger) -> None:   # every key, just before they go
+        progress(0, 0)
+        close(self)
+
+    monkeypatch.setattr(export_ledger.RunLedger, "close", closing)
+    res = export(rt, progress=progress)
+    assert res["success"] and res["total"] == 60 and res["valid_examples"]
+    kinds = {k.rsplit(b":", 1)[1][:1] for k in during}
+    assert kinds == {b"s", b"U", b"L", b"Z", b"S"}           # dedup sets, the user table, the sides
+    assert all(0 < ttl <= 3600 for ttl in during.values())   # nothing that could outlive a crash
+    assert _run_keys(rt) == []
+    # a failed export (too few lines) and a crashed one clean up too
+    rt.config.export.min_confidence = 0.99
+    assert not export(rt)["success"]
+    assert _run_keys(rt) == []
+
+
+def test_duplicates_across_chunks_and_buckets_and_users_who_only_repeat(rt, monkeypatch):
+    """Chunks of 3 (each chunk's verdict arrives while the next is built) and a set per line or
+    two: a line is a duplicate of any earlier one, in whichever chunk or set; a user whose lines
+    were all seen before contributed nothing and is not in the manifest."""
+    from workers import export_ledger
+
+    monkeypatch.setattr(export_io.StoreScanner, "chunk", 3)
+    monkeypatch.setattr(export_ledger, "PER_BUCKET", 1)
+    rt.config.export.context_minutes = 0
+    first, *echoes = users(rt, 4)
+    pool = [(f"pregunta {i}", f"respuesta {i}") for i in range(12)]
+    t0 = int(time.time() * 1000) - 3_600_000
+    ids = seed(rt.store, [first], 12, texts=pool, start_ms=t0)
+    for k, u in enumerate(echoes):                  # the same 12 lines again, from other users
+        ids += seed(rt.store, [u], 12, texts=pool[::-1], start_ms=t0 + (k + 1) * 60_000)
+    ids += seed(rt.store, [echoes[0]], 1, texts=[("algo nuevo", "ok")], start_ms=t0 + 600_000)
+    approve(rt, ids)
+    res = export(rt, train_split=1.0)
+    assert res["total"] == 13 and res["skipped"]["duplicate"] == 36
+    got = [ex["messages"][-2]["content"] for ex in lines(res["files"]["train"])]
+    assert got == [q for q, _ in pool] + ["algo nuevo"]     # first occurrences, in capture order
+    manifest = json.loads(Path(res["files"]["manifest"]).read_text())
+    assert manifest["pseudonyms"] == sorted([first, echoes[0]])
+    assert split_users(res)["train"] == {first, echoes[0]}
+    assert _run_keys(rt) == []
+
+
+def test_pseudonyms_that_are_not_plain_words(rt):
+    """Tabs, newlines, quotes, backslashes, accents: the scratch files and the ledger carry
+    pseudonyms as JSON literals, so each line still maps to its user."""
+    odd = ["u_tab\there", 'u_"quoted"\nline', "u_back\\slash", "u_ñandú", "u_plain"]
+    t0 = int(time.time() * 1000) - 3_600_000
+    ids = []
+    for k, u in enumerate(odd):
+        ids += seed(rt.store, [u], 4, texts=[(f"mensaje {k} {i}", f"r {k} {i}") for i in range(4)],
+                    start_ms=t0 + k * 10_000)
+    approve(rt, ids)
+    res = export(rt, train_split=0.6, seed=2)
+    assert res["success"] and res["total"] == 20
+    d = Path(res["files"]["train"]).parent
+    ps = json.loads((d / "manifest.json").read_text())["pseudonyms"]
+    assert ps == sorted(odd)
+    for s in ("train", "valid"):
+        for raw, tag in zip(lines(d / f"{s}.jsonl"), (d / f"{s}.users.tsv").read_text().splitlines(), strict=True):
+            k = int(raw["messages"][-2]["content"].split()[1])
+            assert ps[int(tag.split("\t")[0])] == odd[k]
+    sides = split_users(res)
+    assert not sides["train"] & sides["valid"] and sides["valid"]
+
+
+def test_lost_working_state_fails_the_export_instead_of_letting_duplicates_through(rt, monkeypatch):
+    monkeypatch.setattr(export_io.StoreScanner, "chunk", 5)
+    approve(rt, seed(rt.store, users(rt, 3), 40))
+
+    def progress(done: int, total: int) -> None:
+        if done == 10:   # as if the TTL ran out, or someone flushed the keys
+            rt.handle.sync.delete(*[k for k in _run_keys(rt) if b":s" in k])
+
+    with pytest.raises(RuntimeError, match="working state"):
+        export(rt, progress=progress)
+    root = Path(rt.env.data_dir) / "finetune"
+    assert sorted(p.name for p in root.iterdir()) == []
+    assert _run_keys(rt) == []
+
+
+def test_streamed_manifest_is_what_json_dump_writes(tmp_path):
+    from workers.export import write_manifest
+
+    p = tmp_path / "manifest.json"
+    for head in ({"version": 1, "counts": {"a": [1, 2]}, "warnings": ["ñ"]}, {}):
+        for chunks in ([], [[]], [["u_a"]], [["u_a", 'u_"b\n'], [], ["ñ\tx", "u_z"]]):
+            write_manifest(p, head, pseudonyms=iter(chunks))
+            flat = [x for c in chunks for x in c]
+            assert p.read_text(encoding="utf-8") == json.dumps({**head, "pseudonyms": flat}, ensure_ascii=False,
+                                                                indent=1)
+
+
+def test_export_memory_does_not_grow_with_records(rt, monkeypatch):
+    """Python's allocations at their peak, exporting 8,000 and then 32,000 records of the same
+    shape (the same number of users inside the context window): the same, where holding a few
+    bytes per line or per user (what the export did) would add ~0.7 MB. The walks over users
+    are cut small here so that they reach their fixed sizes at these small counts."""
+    import tracemalloc
+
+    from workers import export as export_mod
+    from workers import export_ledger
+    from workers.bench_export import cleanup, generate
+
+    monkeypatch.setattr(export_ledger, "CHUNK", 256)
+    monkeypatch.setattr(export_mod, "USER_CHUNK", 256)
+    monkeypatch.setattr(export_mod, "RANGE_BYTES", 256 * 4 * 16)
+    rt.config.export.context_minutes = 1      # 1,200 records (240 users) inside the window
+    version = ResidueScan(rt.anonymizer).version
+    peaks = []
+    for n in (8_000, 32_000):
+        cleanup(rt.handle.sync, rt.keys.prefix)
+        generate(rt.handle.sync, rt.keys, n, version)
+        export(rt, train_split=0.9, seed=1)    # warm: first-use imports and caches
+        tracemalloc.start()
+        try:
+            res = export(rt, train_split=0.9, seed=1)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert res["success"] and res["total"] == n
+    assert peaks[1] - peaks[0] < 200_000, peaks
+
+
+def test_bench_measures_the_export_process_own_peak(tmp_path):
+    """ru_maxrss survives exec on Linux: a child of a process that once held ~150 MB reports
+    ~150 MB. The bench reports VmHWM, the child's own."""
+    import subprocess
+    import sys
+
+    from workers.bench_export import own_peak_kb
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("no /proc: the bench falls back to ru_maxrss")
+    child = ("import json, resource; from workers.bench_export import own_peak_kb; "
+             "print(json.dumps([own_peak_kb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))")
+    parent = ("import subprocess, sys; x = bytearray(150 << 20); x[::4096] = b'1' * len(x[::4096]); del x; "
+              f"subprocess.run([sys.executable, '-c', {child!r}], check=True)")
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    own, inherited = json.loads(out.stdout)
+    assert inherited > 140 << 10 and own < 100 << 10, (own, inherited)
+    assert own_peak_kb(str(tmp_path / "missing")) > 0          # no /proc: ru_maxrss, still a figure

@@ -1,4 +1,4 @@
-"""The export's plumbing: reading the store in time order, bounded deduplication, atomic files.
+"""The export's plumbing: reading the store in time order, atomic files.
 
 Reading: one Lua call per chunk walks the time index by score (capture ms), applies consent and
 returns only what the export needs of each record (content, replies, detector version, intent,
@@ -16,8 +16,6 @@ import os
 import shutil
 import time
 import uuid
-from array import array
-from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -292,31 +290,6 @@ class StoreScanner:
                 elif row[4].__class__ is not list:   # cjson writes an empty array as {}
                     row[4] = []
         return rows
-
-
-class SeenSet:
-    """Exact membership of 64-bit hashes in bounded memory: 2^14 buckets by the hash's low bits,
-    each a sorted ``array('q')`` (bisect to look up, insert to add: both in C). 8 bytes a hash
-    plus 1.3 MB, so ~10 MB for a million lines where a set of ints takes ~65 MB; 0.8 us an add.
-    (A Bloom filter would be smaller still, but would silently drop distinct lines.)"""
-
-    def __init__(self, bits: int = 14) -> None:
-        self.mask = (1 << bits) - 1
-        self.buckets = [array("q") for _ in range(1 << bits)]
-        self.n = 0
-
-    def add(self, h: int) -> bool:
-        """True when ``h`` is new (and now recorded)."""
-        b = self.buckets[h & self.mask]
-        i = bisect_left(b, h)
-        if i < len(b) and b[i] == h:
-            return False
-        b.insert(i, h)
-        self.n += 1
-        return True
-
-    def __len__(self) -> int:
-        return self.n
 
 
 # ---------------------------------------------------------------------------------- atomic files
