@@ -26,7 +26,21 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(ROOT / "config.yaml")
 SRC = ROOT / "middleware" / "anonymizer"
 
-pytestmark = pytest.mark.skipif(installed.BUILD != "compiled", reason="the anonymizer is installed as plain Python")
+compiled_only = pytest.mark.skipif(installed.BUILD != "compiled", reason="the anonymizer is installed as plain Python")
+
+
+def test_the_anonymizer_type_checks_so_it_can_be_compiled(tmp_path):
+    """setup.py compiles only what type-checks; a type error would silently give the slower
+    plain-Python build. The same check, with the same options."""
+    api = pytest.importorskip("mypy.api")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from setup import COMPILED, MYPY_OPTIONS
+    finally:
+        sys.path.remove(str(ROOT))
+    out, err, status = api.run([*MYPY_OPTIONS, "--cache-dir", str(tmp_path / "mypy"),
+                                *[str(SRC / f"{m}.py") for m in COMPILED]])
+    assert status == 0, out + err
 
 
 def _pure_package(tmp: Path) -> ModuleType:
@@ -58,11 +72,13 @@ def _same(pair, text: str, names: tuple[str, ...] = ()) -> None:
     assert compiled.anonymize(text, known_names=names).text == pure.anonymize(text, known_names=names).text
 
 
+@compiled_only
 def test_the_build_is_compiled_modules():
     assert installed.base.__file__.endswith(".so")
     assert installed._stale_modules() == []
 
 
+@compiled_only
 def test_generated_trade_chat_agrees(pair):
     fk = Faker(["es_ES", "es_MX", "en_US", "pt_BR"])
     Faker.seed(2024)
@@ -76,6 +92,7 @@ def test_generated_trade_chat_agrees(pair):
         _same(pair, " ".join(parts[:rnd.randint(1, len(parts))]), (name.split()[0],))
 
 
+@compiled_only
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=st.text(max_size=300), names=st.lists(st.text(max_size=12), max_size=2))
 def test_any_unicode_agrees(pair, text, names):

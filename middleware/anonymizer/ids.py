@@ -54,6 +54,7 @@ _CONNECTOR = re.compile(
 # The number itself: digits, maybe a letter prefix or check letter, maybe grouped.
 _TOKEN = re.compile(r"[A-Za-zÑñ]{0,4}[\-\s]?\d[\dA-Za-z]*(?:[ .\-/][A-Za-z]{0,3}\d[\dA-Za-z]*){0,5}(?:[ \-][A-Za-z](?!\w))?")
 
+_VAT_CC = "AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK"
 # Distinctive shapes with a checksum: they need no cue.
 _SHAPE = re.compile(
     r"(?<![\w.\-])(?:"
@@ -64,9 +65,10 @@ _SHAPE = re.compile(
     r"|(?P<rfc>[A-ZÑ&]{3,4}-?\d{6}-?[A-Z0-9]{3})(?!\w)"
     r"|(?P<ssn>\d{3}-\d{2}-\d{4})(?![\w\-])"
     r"|(?P<ruc>\d{10}-?\d{3})(?![\w\-])"
-    r"|(?P<nino>(?i:[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]))(?!\w)"
-    r"|(?P<vat>(?i:(?:AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK)"
-    r"[ \-]?[0-9A-Z]{8,12}))(?!\w)"
+    # (in capitals, or in lower case only when glued: "de 12345678Z" is a DNI after "de")
+    r"|(?P<nino>[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]"
+    r"|(?i:[a-ceghj-pr-tw-z][a-ceghj-npr-tw-z]\d{6}[a-d]))(?!\w)"
+    rf"|(?P<vat>(?:{_VAT_CC})[ \-]?[0-9A-Z]{{8,12}}|(?i:(?:{_VAT_CC})[0-9A-Z]{{8,12}}))(?!\w)"
     r"|(?P<cpf>\d{3}\.\d{3}\.\d{3}-\d{2})(?![\w\-])"
     r"|(?P<nit>\d{3}\.?\d{3}\.?\d{3}-\d)(?![\w\-])"
     r"|(?P<cnpj>\d{2}\.\d{3}\.\d{3}/\d{4}-\d{2})(?![\w\-])"

@@ -168,6 +168,7 @@ _CHAT_LINE = re.compile(
     r"|\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4},?[ \t]+\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?[ \t]+[-–])"
     r"[ \t]+(?P<who>[^:\n\[\]]{1,40}?):")
 # capitalized words (or all capitals), whole: "McDonald", "O'Brien", "Ortiz-Quintana"
+_EDGE = ".,;:!?()\"'«»“”[]{}<>*¿¡"
 _CAP_WORD = re.compile(r"(?<![\w@])[A-ZÁÉÍÓÚÑÜÇÀÂÊÔÃÕ][^\W\d_]+(?:['’\-][^\W\d_]+)*(?![\w@])")
 _DOMAIN_AFTER = re.compile(r"\.[A-Za-z]")
 _VESSEL_BEFORE = re.compile(r"(?i:\b(?:msc|maersk|cma|cgm|cosco|hapag|one|evergreen|m/v|mv|m\.v\.|vessel|buque|navio|"
@@ -186,11 +187,6 @@ _CLOSING = re.compile(r"^\s*(?:saludos(?: cordiales)?|un saludo|atentamente|atte
                       r"quedo a la espera|pendiente|slds|sldos|abs|abraços|abrazos|un abrazo|mil gracias|"
                       r"many thanks|best wishes|all the best|rgds|br|cdlt|saudações|grato|grata|-{2,}|—|–|_{2,})\W*$",
                       re.I)
-
-
-def _name_word(w: str) -> bool:
-    """A word that can stand in a full name: a listed first name or surname, not a common word."""
-    return word_kind(w) == "known"
 
 
 def fold(s: str) -> str:
@@ -226,6 +222,12 @@ def word_kind(word: str) -> str:
 @lru_cache(maxsize=65536)
 def is_surname(word: str) -> bool:
     return fold(word) in lexicon()[1]
+
+
+@lru_cache(maxsize=65536)
+def is_first_name(word: str) -> bool:
+    """A listed first name that is not also a common word (cached, as word_kind)."""
+    return word_kind(word) == "known" and fold(word) in lexicon()[0]
 
 
 @lru_cache(maxsize=1024)
@@ -477,7 +479,7 @@ class NameDetector(Detector):
     def _listed_at(text: str, pos: int) -> bool:
         """A listed first name (not also a common word) at ``pos``: "hola piero", not "hola hagan"."""
         t = _TOKEN.match(text, pos)
-        return bool(t) and word_kind(t.group(1)) == "known" and fold(t.group(1)) in lexicon()[0]
+        return t is not None and word_kind(t.group(1)) == "known" and fold(t.group(1)) in lexicon()[0]
 
     @staticmethod
     def _name_span(ctx: Context, r: tuple[int, int, bool]) -> Span:
@@ -506,26 +508,35 @@ class NameDetector(Detector):
         ("(Iain McDonald)", "ok.Felipe Rodriguez.", "saludos Ana Carolina Melo"): the two must be
         names only, never common words; the capitalized name words around them go with them."""
         text = ctx.text
-        first, last, common = lexicon()
-        words = [m for m in _CAP_WORD.finditer(text)]
+        found = False
+        for w in text.split()[:-1]:   # (a plain loop over str.split: cheaper than a regex pass)
+            w = w.strip(_EDGE)
+            if "." in w:
+                w = w.rsplit(".", 1)[1]   # "ok.Felipe"
+            if w[:1].isupper() and is_first_name(w):
+                found = True
+                break
+        if not found:
+            return []   # the common case: no listed first name capitalized anywhere
+        matches = list(_CAP_WORD.finditer(text))
+        words = [m.group() for m in matches]
+        spans = [m.span() for m in matches]
         out: list[Span] = []
-        i = 0
-        while i + 1 < len(words):
-            a, b = words[i], words[i + 1]
-            wa, wb = a.group(), b.group()
-            fa, fb = fold(wa), fold(wb)
-            if (text[a.end():b.start()] != " " or fa not in first or fb not in last or fa in common or fb in common
-                    or not (wa.isupper() == wb.isupper())):
+        i, n = 0, len(words)
+        while i + 1 < n:
+            wa, wb = words[i], words[i + 1]
+            if (not is_first_name(wa) or not is_surname(wb) or word_kind(wb) != "known"
+                    or text[spans[i][1]:spans[i + 1][0]] != " " or wa.isupper() != wb.isupper()):
                 i += 1
                 continue
             lo, hi = i, i + 1
             # the name words next to the pair: "Ana Carolina Melo", "Carlota Eugenia Alemán Vega"
-            while lo > 0 and text[words[lo - 1].end():words[lo].start()] == " " and _name_word(words[lo - 1].group()):
+            while lo > 0 and text[spans[lo - 1][1]:spans[lo][0]] == " " and word_kind(words[lo - 1]) == "known":
                 lo -= 1
-            while hi + 1 < len(words) and hi - lo < 4 and text[words[hi].end():words[hi + 1].start()] == " " \
-                    and _name_word(words[hi + 1].group()):
+            while hi + 1 < n and hi - lo < 4 and text[spans[hi][1]:spans[hi + 1][0]] == " " \
+                    and word_kind(words[hi + 1]) == "known":
                 hi += 1
-            s, e = words[lo].start(), words[hi].end()
+            s, e = spans[lo][0], spans[hi][1]
             if not (ctx.words.overlaps(s, e) or _VESSEL_BEFORE.search(text, max(0, s - 12), s)
                     or _COMPANY_AFTER.match(text, e) or _DOMAIN_AFTER.match(text, e)):
                 out.append(Span(s, e, "NAME", priority=P_NAME - 1))   # (not a catalog term, a ship, a company)
