@@ -26,7 +26,7 @@ DEFAULT_CUES = (
     "chave aleatória", "chave aleatoria",
     # banks people name instead of the word "account"
     "banco", "bank", "produbanco", "pichincha", "bancolombia", "davivienda", "bolivariano", "guayaquil bank",
-    "santander", "bbva", "caixa", "caixabank", "sabadell", "bankinter", "millennium", "itaú", "itau", "bradesco",
+    "bco", "bco.", "santander", "bbva", "caixa", "caixabank", "sabadell", "bankinter", "millennium", "itaú", "itau", "bradesco",
     "chase", "citibank", "citi", "wells fargo", "bank of america", "hsbc", "scotiabank", "interbank", "bcp",
     "banorte", "banamex", "nubank", "revolut", "wise",
 )

@@ -30,7 +30,7 @@ _HOUSE = (r"(?:(?:No\.?|N[º°o]\.?|#|nro\.?|n\.?º|num\.?|núm\.?)[ \t]?)?"
           r"|\d{1,5}[A-Za-z]?[ºª°]?(?:[ \t](?:Sur|Norte|Este|Oeste|Bis))?(?:[ \t]?[-#][ \t]?\d{1,4}[A-Za-z]?)*"
           r"(?:[ \t]+\d{1,5}(?=[ \t]*(?:[,.;)\n]|$)))?|[Ss]/[Nn])(?!\w)")  # "Ulloa 281 495": an inner number
 _CROSS = rf"[ \t]*(?<=[ \t])(?:y|e|esq(?:uina)?\.?|and|&|entre)[ \t]+{_XNAME}(?:[ \t]+y[ \t]+{_XNAME})?"
-_UNIT = (r"(?i:piso|p\.|planta|nave|of\.?|oficina|ofic\.?|dpto\.?|depto\.?|departamento|dep\.?|apto?\.?|apartamento"
+_UNIT = (r"(?i:piso|p\.|planta|nave|parcela|of\.?|oficina|ofic\.?|dpto\.?|depto\.?|departamento|dep\.?|apto?\.?|apartamento"
          r"|apartment|suite|ste\.?|unit|local|bodega|galp[óo]n|casa|villa|solar|lote|mz\.?|manzana|bloque|blq\.?"
          r"|edificio|edif\.?|torre|int\.?|interior|portal|puerta|pta\.?|esc\.?|escalera|fl\.?|floor|room|rm\.?"
          r"|bldg\.?|sala|andar|conj\.?|cj\.?|lt\.?)(?![^\W\d_])")  # whole words: "of" is not "oficina"

@@ -45,7 +45,7 @@ _UPPER_CUES = ("C.I.", "CI", "C.C.", "CC", "ID", "RG", "D.N.I.", "N.I.F.", "R.U.
 
 # Between a cue and its number: "nro.", "No.", "N°", ":", "#", "es", "is", "number".
 _CONNECTOR = re.compile(
-    r"(?:[\s:#.\-()]|\bn[º°]|\b(?:nro|no|num|número|numero|number|es|is|de|del|mi|my|the|el|la|con|with|persona"
+    r"(?:[\s:#.\-()]|\bn[º°]|\b(?:nro|no|num|número|numero|number|es|is|é|e|de|del|mi|my|the|el|la|con|with|persona"
     r"|natural|jur[íi]dica"
     r"|da|do|empresa|company|compañía|compania|firma|our|nuestro|nuestra|peruan[oa]|ecuatorian[oa]|colombian[oa]"
     r"|mexican[oa]|español|española|brasileir[oa]|portugu[eê]s|ein|tin|personal|federal|fiscal)\b)*",

@@ -87,6 +87,9 @@ DEFAULT_CUES: dict[str, int] = {
     "picked up by": STRONG, "retira": MEDIUM, "aqui é o": STRONG, "aqui é a": STRONG, "aquí es": MEDIUM,
     "it's": MEDIUM, "mi jefe": MEDIUM, "mi jefa": MEDIUM, "my boss": MEDIUM, "meu chefe": MEDIUM, "a/c": STRONG,
     "attention of": STRONG, "spoke to": MEDIUM, "i spoke with": MEDIUM, "please ask for": STRONG,
+    "notify:": STRONG, "el chofer es": STRONG, "the driver is": STRONG, "o motorista é": STRONG, "courier:": STRONG,
+    "para el courier": STRONG, "el número de": MEDIUM, "o número de": MEDIUM, "obg": MEDIUM, "obgd": MEDIUM,
+    "vlw": MEDIUM,
 }
 # Closings count only before punctuation or a line break: "Saludos, Ana" but not "best price".
 CLOSINGS = frozenset((
@@ -96,7 +99,7 @@ CLOSINGS = frozenset((
     "abrazos", "un abrazo", "muchas gracias", "mil gracias", "many thanks", "best wishes", "all the best", "rgds",
     "br", "cdlt", "cordiais saudações", "saudações", "grato", "grata", "quedo atento", "quedo atenta",
     "quedamos atentos", "fico no aguardo", "aguardo retorno", "thanx", "thnx", "thx", "tks", "grax", "valeu",
-    "obrigada",
+    "obrigada", "obg", "obgd", "vlw",
 ))
 # Greetings name the person greeted only before a capitalized word: "Hola Juan," not "Hola, me llamo".
 GREETINGS = frozenset(("hola", "hello", "hi", "hey", "dear", "estimado", "estimada", "querido", "querida", "olá", "ola",
@@ -131,7 +134,8 @@ representative comprador compradora buyer vendedor vendedora seller trader super
 encargada responsable responsável especialista specialist general geral e-mail email correo arancelaria camaronera
 camaroneras empacadora empacadoras procesadora exportadora importadora naviera navieras agencia aduana
 sirs sir madam madams gentlemen señores señoras senhores senhoras caballeros todos todas all everyone
-colleagues colegas amigos friends partners socios customers clientes
+colleagues colegas amigos friends partners socios customers clientes rgds regds abs bss enviado desde sent
+telefone telefono teléfono phone tel cel celular móvil movil fax mobile email correo whatsapp
 """.split())
 # A legal form after the words makes them a company's name: "Frigoríficos del Cantábrico S.L.",
 # "Ocean Harvest LLC", "Mar Profundo SAC".
@@ -142,6 +146,7 @@ _COMPANY_AFTER = re.compile(
 _TOKEN = re.compile(r"[ \t]*([^\W\d_]+(?:['’\-][^\W\d_]+)*)(\.?)")
 _HANDLE = re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{0,30}[A-Za-z0-9_])?(?![\w@])")
 _TAGS = frozenset(("name.cue", "name.hon", "name.here"))
+_HONORIFIC_SET = frozenset(HONORIFICS) | frozenset(h.upper() for h in HONORIFICS)
 HERE_WORDS = ("here", "aquí", "aqui", "por aquí", "por aqui", "speaking", "hablando", "falando")
 _STOP = frozenset(",;:!?()\n")  # punctuation that ends a name
 
@@ -161,11 +166,14 @@ def _after_punct(text: str, i: int) -> int:
         while i < n and text[i] in " \t":
             i += 1
     return i
+_LABEL_AFTER = re.compile(r"[ \t]*:(?![/\d])")
 _ANGLE_EMAIL = re.compile(r"(?:\(\s*)?[<‹«\[]\s*(?:mailto:)?[^\s<>‹›@\[\]]+@[^\s<>‹›@\[\]]+\s*[>›»\]]")
+_SPEAKER_LINE = re.compile(r"(?m)^[ \t]*(?P<who>([A-ZÁÉÍÓÚÑ][^\W\d_]+)(?:[ \t][A-ZÁÉÍÓÚÑ][^\W\d_]+){0,2}):[ \t]+\S")
 _CHAT_LINE = re.compile(
     r"(?m)^[ \t]*(?:\[\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4},?[ \t]+\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?\]"
     r"|\[\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?,?[ \t]*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}\]"
-    r"|\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4},?[ \t]+\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?[ \t]+[-–])"
+    r"|\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4},?[ \t]+\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?[ \t]+[-–]"
+    r"|\[\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[APap]\.?[ \t]?[Mm]\.?)?\])"
     r"[ \t]+(?P<who>[^:\n\[\]]{1,40}?):")
 # capitalized words (or all capitals), whole: "McDonald", "O'Brien", "Ortiz-Quintana"
 _EDGE = ".,;:!?()\"'«»“”[]{}<>*¿¡"
@@ -175,6 +183,7 @@ _VESSEL_BEFORE = re.compile(r"(?i:\b(?:msc|maersk|cma|cgm|cosco|hapag|one|evergr
                             r"nave|barco|ship|motonave)[ \t]+)$")
 _COMMA_FIRST = re.compile(r",[ \t]*([^\W\d_]+)(?=[ \t]*(?:$|[\n.,;:!?)|<(\-–—\[‹]|[ \t][^\W\d_]+\b))")
 _NAME_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+_SIG_MARK = re.compile(r"[ \t]*(?:--?|—|–|//)[ \t]*(?=[^\W\d_])")
 _SIG_SEPARATOR = re.compile(r"\s*[,|·•/]\s*|\s+[-–—]\s+")
 _BACK = re.compile(r"((?:[^\W\d_][\w'’\-]*\.?[ \t]+){1,5})$")
 _LINE_OK = re.compile(r"^[^\W\d_][\w'’\-. \t]*[.,]?$")
@@ -384,6 +393,8 @@ class NameDetector(Detector):
             return None   # "saludos, manden fotos": lower-case words after a closing are no name unless listed
         if _COMPANY_AFTER.match(text, end):
             return None   # "Cantábrico S.L.", "Ocean Harvest LLC": a company, not a person
+        if _LABEL_AFTER.match(text, end) and words == 1:
+            return None   # "Telefone: ...", "Tax ID: ...": a field's label
         if not known:
             after = _TOKEN.match(text, end)
             if after and after.start(1) - end <= 2 and fold(after.group(1)) in UNIT_WORDS:
@@ -407,7 +418,7 @@ class NameDetector(Detector):
             at = text.find("@", at + 1)
         if self.enabled and ("@" in text and ("<" in text or "‹" in text or "[" in text or "«" in text)):
             out.extend(self._display_names(ctx))
-        if self.enabled and ":" in text and ("] " in text or " - " in text):
+        if self.enabled and ":" in text and ("] " in text or " - " in text or ": " in text):
             out.extend(self._chat_authors(ctx))
         if self.enabled:
             out.extend(self._full_names(ctx))
@@ -467,8 +478,8 @@ class NameDetector(Detector):
         if end < len(text) and text[end] not in ",.!\n":
             return False
         words = [t.group(1) for t in toks if t.group(1).lower() not in PARTICLES]
-        if not words or toks[-1].group(1).lower() in PARTICLES:
-            return False
+        if not words or toks[-1].group(1).lower() in PARTICLES or any(w in _HONORIFIC_SET for w in words):
+            return False   # (a title is no name: "Estimado Sr. Vera" reads from the title on)
         kinds = [word_kind(w) for w in words]
         if not all(w[0].isupper() for w in words) or "common" in kinds:
             return False
@@ -499,6 +510,9 @@ class NameDetector(Detector):
         for m in _CHAT_LINE.finditer(ctx.text):
             who = m.group("who")
             if sum(c.isdigit() for c in who) < 5 and any(c.isalpha() for c in who):
+                out.append(Span(m.start("who"), m.end("who"), "NAME", priority=P_NAME))
+        for m in _SPEAKER_LINE.finditer(ctx.text):   # "Steve: send the PI", a listed first name speaking
+            if is_first_name(m.group(1)) and not ctx.words.overlaps(m.start("who"), m.end("who")):
                 out.append(Span(m.start("who"), m.end("who"), "NAME", priority=P_NAME))
         return out
 
@@ -574,6 +588,11 @@ class NameDetector(Detector):
         for k, part in enumerate(parts):
             a = pos
             pos += len(part) + 1
+            # a signature's own marker before the name: "- STALIN ZAMBRANO", "//Diana Montoya"
+            mark = _SIG_MARK.match(part)
+            if mark and mark.end() < len(part):
+                a += mark.end()
+                part = part[mark.end():]
             line = part.strip()
             if not line:
                 continue

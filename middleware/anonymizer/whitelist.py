@@ -80,7 +80,8 @@ _DOC_FILLER = (r"(?:(?:(?:de|del|de la|da|do|of|the)\s+)?(?:producci[óo]n|produ
 # After a keyword (found by the trie pass), what makes it a protected term.
 _AFTER = {
     "doc": re.compile(r"\.?\s?" + _DOC_FILLER + r"(?:#|no\.?|n[º°]\.?|nro\.?|num\.?|n[úu]mero|number)?(?:\s(?:is|es))?\s?:?\s?[-#]?"
-                      r"(?:[a-z]{1,5}[-#]?)?\d[\w/]*(?:[-.]\w+)*(?![ \t]?\d)"),  # not the head of a longer number
+                      r"(?:[a-z]{1,5}[-#]?)?\d[\w/]*(?:[-.]\w+)*(?:(?<=\d{4}) \d{4}(?= |$|[.,;)]|\d{4}\b)){0,3}"
+                      r"(?![ \t]?\d)"),  # not the head of a longer number; a courier's "6214 2116 0946" whole
     "month": re.compile(r"\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{2})?\b"),
     "weekday": re.compile(r"\s+\d{1,2}(?:st|nd|rd|th)?\b"),
     "currency": re.compile(rf"\s?{_NUM}(?:\s?(?:usd|eur))?{_PER}"),
@@ -108,7 +109,11 @@ KEYWORDS: dict[str, list[str]] = {
             "reservation", "release", "release number", "liberación", "liberacion", "refrendo", "certificate of origin",
             "certificado de origen", "certificado sanitario", "health certificate", "carta de crédito",
             "carta de credito", "letter of credit", "l/c", "lc", "ffr", "rastreio", "rastreo", "orden de compra",
-            "purchase order", "sales order", "orden de venta", "contract no", "order no", "taric"],
+            "purchase order", "sales order", "orden de venta", "contract no", "order no", "taric", "referência",
+            "co", "c/o no", "hc", "bl no", "b/l no", "awb no",
+            # carriers' bill-of-lading prefixes: "MAEU 256530612"
+            "maeu", "medu", "mscu", "hlcu", "cmdu", "oolu", "cosu", "oney", "eglv", "zimu", "hdmu", "ymlu", "sudu",
+            "aplu", "whlc", "smlu", "exdo", "ckll", "sitc", "wanhai", "pcsl"],
     "month": ("enero febrero marzo abril mayo junio julio agosto septiembre setiembre octubre noviembre diciembre "
               "janeiro fevereiro março maio junho julho setembro outubro novembro dezembro january february march "
               "april may june july august september october november december ene feb mar abr jun jul ago sep "
