@@ -29,6 +29,7 @@ class BotAPIStub:
         self.delay = 0.0
         self.record = True
         self.port = 0
+        self._bots: list[Bot] = []
 
     async def __aenter__(self) -> BotAPIStub:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -42,12 +43,19 @@ class BotAPIStub:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        # the bots made here close with the stand-in: an unclosed aiohttp session is reported by
+        # whichever later garbage collection frees it, in somebody else's logs
+        for b in self._bots:
+            await b.session.close()
+        self._bots.clear()
         if self._runner is not None:
             await self._runner.cleanup()
 
     def bot(self) -> Bot:
         session = AiohttpSession(api=TelegramAPIServer.from_base(self.base_url))
-        return Bot(TOKEN, session=session)
+        b = Bot(TOKEN, session=session)
+        self._bots.append(b)
+        return b
 
     def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
         return [p for m, p in self.calls if m.lower() == method.lower()]
