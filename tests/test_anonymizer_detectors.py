@@ -377,6 +377,12 @@ def test_address_masked_whole_and_idempotent(text: str, anon: Anonymizer) -> Non
     ("end.: 7553 brickell st, fl 37, miami, fl", "ADDRESS", "7553 brickell"),
     ("FLAT 8, 205 QUEEN'S ST, MANCHESTER M1 4BT, ok", "ADDRESS", "205 QUEEN"),
     ("nos mudamos a Polígono Industrial Las Mercedes, nave 39, 36202 Vigo", "ADDRESS", "Mercedes"),
+    ("[10:05] Patrícia: bom dia", "NAME", "Patrícia"),
+    ("Steve: send the PI\nok", "NAME", "Steve"),
+    ("gracias\n- STALIN ZAMBRANO", "NAME", "ZAMBRANO"),
+    ("ok listo\n//Diana Montoya", "NAME", "Montoya"),
+    ("o cnpj é 46641028000109 ok", "ID", "46641028000109"),
+    ("Bco. Guayaquil 0799078542 ok", "ACCOUNT", "0799078542"),
 ])
 def test_more_formats(text: str, kind: str, value: str, anon: Anonymizer) -> None:
     out = masked(anon, text, kind)
@@ -396,6 +402,8 @@ def test_more_formats(text: str, kind: str, value: str, anon: Anonymizer) -> Non
     "Dpto. Compras\nFrigoríficos del Cantábrico S.L., saludos cordiales", "the MSC SARA ELENA sails on Monday",
     "Puerto Bolívar y Lázaro Cárdenas", "saludos,\nmanden fotos del pdto 16-20", "Hola Luz del Mar, quedo atento",
     "la calle principal esta cerrada, 20 cajas", "precio av 16/20 usd 5.40", "quote embarque 16/20 ok",
+    "FedEx 6214 2116 0946 sale hoy", "CO 2025-208718 y HC No. 33521-2025 listos", "el BL MAEU 256530612 ya está",
+    "Precio: 5.40\nNota: pendiente", "HLSO 16/20 - 20% glaseo",
 ])
 def test_more_trade_talk_left_alone(text: str, anon: Anonymizer) -> None:
     assert anon.anonymize(text).text == text
