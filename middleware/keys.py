@@ -80,6 +80,11 @@ class Keys:
         """Hash: state, version, lang, mechanism, ts, erased_at, asked."""
         return f"{self.prefix}consent:{pseudonym}"
 
+    @property
+    def consent_prefix(self) -> str:
+        """What every consent hash's key starts with (Lua scripts append the pseudonym)."""
+        return self.consent("")
+
     def consent_events(self, pseudonym: str) -> str:
         """List of grant/withdrawal events (JSON, no text)."""
         return f"{self.prefix}consent:events:{pseudonym}"

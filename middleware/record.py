@@ -28,10 +28,10 @@ _ulid_lock = threading.Lock()
 def new_record_id(now_ms: int | None = None) -> str:
     """A ULID (time-ordered, 48-bit ms + 80 random bits) as ``r_<26 chars>``.
 
-    Monotonic within a millisecond, as the ULID spec's monotonic mode: ids made in the same
-    millisecond sort in the order they were made, so the time index (ties broken by id) keeps a
-    user's turns in order for context rebuilding, even for exchanges sealed out of order.
-    Written out rather than adding a dependency for 20 lines.
+    Monotonic within a millisecond, as the ULID spec's monotonic mode: ids this process makes for
+    the same millisecond (of the last 256 it saw) sort in the order they were made, so the time
+    index (ties broken by id) keeps a user's turns in order for context rebuilding. Written out
+    rather than adding a dependency for 20 lines.
     """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     with _ulid_lock:

@@ -392,7 +392,7 @@ def test_more_formats(text: str, kind: str, value: str, anon: Anonymizer) -> Non
 @pytest.mark.parametrize("text", [
     "Saludos cordiales,\nDepartamento de Compras", "Regards,\nSales Team", "Att,\nSetor de Importação",
     "Cheers,\nProcurement Team", "Hola Equipo, necesito precio", "Hola Camaronera, ok",
-    "Samples went out by DHL 5059776606 today", "lote de producción 24567259 listo", "comprobante 044443486 ok",
+    "Samples went out by DHL 5059776606 today", "lote de producción 24567259 listo", "comprobante 44443486 ok",
     "nuestro registro FDA 18187076598 vigente", "partida arancelaria 0306.17.99", "NCM 0306.17.11.00",
     "el SEGU 630945 0 llegó a Miami", "TRIU 004859-0 arrived", "la oficina 2048 está lista, 20 cajas",
     "4.80 PEN el kilo", "HLSO 16/20 2000 cajas CFR Rotterdam 3022 MT",
@@ -403,10 +403,30 @@ def test_more_formats(text: str, kind: str, value: str, anon: Anonymizer) -> Non
     "Puerto Bolívar y Lázaro Cárdenas", "saludos,\nmanden fotos del pdto 16-20", "Hola Luz del Mar, quedo atento",
     "la calle principal esta cerrada, 20 cajas", "precio av 16/20 usd 5.40", "quote embarque 16/20 ok",
     "FedEx 6214 2116 0946 sale hoy", "CO 2025-208718 y HC No. 33521-2025 listos", "el BL MAEU 256530612 ya está",
-    "Precio: 5.40\nNota: pendiente", "HLSO 16/20 - 20% glaseo",
+    "Precio: 5.40\nNota: pendiente", "HLSO 16/20 - 20% glaseo", "ship 200 cases by the fastest way, please",
+    "I have 3 questions about the loop, Juan", "wire to Shanghai 2500000 USD", "cuenta total 1500000",
 ])
 def test_more_trade_talk_left_alone(text: str, anon: Anonymizer) -> None:
     assert anon.anonymize(text).text == text
+
+
+@pytest.mark.parametrize("text,value", [
+    ("el chofer de DHL 0991234567 llega hoy", "0991234567"), ("el courier UPS 0987654321 es de Pedro", "0987654321"),
+    ("mi contacto en la planta 0991234567", "0991234567"), ("registro 0991234567", "0991234567"),
+    ("comprobante +593 99 123 4567", "123 4567"), ("cel. ticket 991234567", "991234567"),
+])
+def test_a_phone_after_a_word_documents_share_is_still_a_phone(text: str, value: str, anon: Anonymizer) -> None:
+    """Couriers, plants, registrations ... number documents, and people give their phones after
+    the same words: a number written as one's own phone (valid, with its 0 or +) or after a phone
+    cue is masked."""
+    assert value not in masked(anon, text, "PHONE")
+
+
+@pytest.mark.parametrize("text", ["Estimado Carlos:\nLe envío la proforma.", "Hola Juan: te escribo",
+                                  "Sr. Valadez: confirme", "Querida María: gracias"])
+def test_a_name_before_a_colon(text: str, anon: Anonymizer) -> None:
+    out = masked(anon, text, "NAME")
+    assert not any(n in out for n in ("Carlos", "Juan", "Valadez", "María")), out
 
 
 def test_a_sentence_end_joins_no_numbers(anon: Anonymizer) -> None:

@@ -350,7 +350,7 @@ def export(rt: Runtime, *, min_confidence: float | None = None, train_split: flo
                 point_latest(root, final)
                 # A user erased while the export was scanning: rewrite it without them before it
                 # is used (the erasure answer could not list an export that was not on disk yet).
-                if ledger.erased_since(rt.keys.consent(""), scan_started_ms):
+                if ledger.erased_since(rt.keys.consent_prefix, scan_started_ms):
                     from .export_rebuild import rebuild
 
                     rebuild(rt)

@@ -244,7 +244,7 @@ class StoreScanner:
         on one connection and one thread (a reader thread would fight the caller for the GIL).
         """
         hi = f"({hi_ms}" if hi_ms is not None else "+inf"
-        consent = self.keys.consent("")
+        consent = self.keys.consent_prefix
         flag = "1" if self.want_result else "0"
         sha = self.r.script_load(SCAN_LUA)
         try:

@@ -34,14 +34,16 @@ CARD_CUES = ("tarjeta", "card", "visa", "mastercard", "master card", "amex", "am
              "credito", "credit", "débito", "debito", "debit", "cartão", "cartao", "diners")
 
 # Between the cue and the number: "N°", "No.", ":", "de ahorros", "del Banco Pichincha", "number".
-_CONNECTOR = re.compile(
-    r"(?:[\s:#.\-/]|\bn[º°]|\b(?:nro|no|num|número|numero|number|de|del|en|el|la|mi|my|our|is|es|the|of|at|a|to|para"
+_CONNECTOR_WORDS = (
+    r"[\s:#.\-/]|\bn[º°]|\b(?:nro|no|num|número|numero|number|de|del|en|el|la|mi|my|our|is|es|the|of|at|a|to|para"
     r"|corriente|cte|ahorros|checking|savings|bancaria|account|cuenta|cta|con|with|info|details|datos"
     r"|interbancari[ao]|c[óo]digo|clabe|cci|ccc|corrente|poupança|poupanca|conta|chave|pix|aleat[óo]ria)\b"
-    r"|\b[A-Z][a-záéíóúñ]+\b(?=[ \t]+\d)"   # a bank's name right before the number: "Banco Guayaquil 1277349211"
-    r"|\b(?:Banco|Bank|Banc)\s+(?:[A-Z][\w&]*\s?){1,2})*",
-    re.I,
-)
+    r"|\b(?:Banco|Bank|Banc)\s+(?:[A-Z][\w&]*\s?){1,2}")
+_CONNECTOR = re.compile(rf"(?:{_CONNECTOR_WORDS})*", re.I)
+# after a bank's own word, its name may stand right before the number: "Banco Guayaquil 1277349211"
+# (not after "wire to": "wire to Shanghai 2500000 USD" is an amount)
+_BANK_CONNECTOR = re.compile(rf"(?:{_CONNECTOR_WORDS}|(?-i:\b[A-Z][a-záéíóúñ]+\b)(?=[ \t]+\d))*", re.I)
+_BANK_CUES = frozenset(("banco", "bank", "bco", "bco."))
 _DIGIT = re.compile(r"\d")
 # a bank code's letters may lead ("NL12-INGB-2160...", a UK BBAN), a check digit or X may close ("215580-X")
 _NUMBER = re.compile(r"(?:[A-Z]{2}\d{2}[ \-]?[A-Z]{4}[ \-]?|[A-Z]{4}[ \-]?)?\d(?:[ \-.]?\d){5,33}(?:-[0-9Xx])?(?![\dA-Za-z])")
@@ -173,7 +175,7 @@ class AccountDetector(Detector):
                 continue
             if text[s:e].lower() == "cc" and not any(0 < s - ae <= 30 for _, ae in agencies):
                 continue   # "cc" is an account (conta corrente) only after its agency: "ag 6522-7 cc 215580-X"
-            c = _CONNECTOR.match(text, e)
+            c = (_BANK_CONNECTOR if ctx.lower[s:e] in _BANK_CUES else _CONNECTOR).match(text, e)
             pos = c.end() if c else e
             if pos - e > 40:
                 continue

@@ -84,9 +84,11 @@ _KW_LC_RE = re.compile(
     rf"(?:{_KW})(?=[ \t])[ \t]*(?P<name>{_LWORD}(?:[ \t]+{_LWORD}){{0,3}}?)[ \t]*(?P<num>{_HOUSE})"
     rf"(?P<cross>[ \t]+(?:y|e|esq(?:uina)?\.?|and|&|entre)[ \t]+{_LWORD}(?:[ \t]+{_LWORD}){{0,2}}?(?=[ \t]*(?:[,.;!?\n]|$)))?"
     rf"(?P<tr>(?:{_TRAILER}){{0,5}})", re.I)
+# (only the unmistakable suffixes: "the fastest way", "the loop" are no streets)
+_US_LC_SUFFIX = r"(?:st|street|ave|avenue|rd|road|blvd|boulevard|dr|drive|ln|lane|hwy|highway|pkwy|parkway)"
 _US_LC_RE = re.compile(
     rf"(?<![\w.,/\-])\d{{1,6}}[a-z]?[ \t]+(?:(?:[ns][ew]|[nsew])\.?[ \t]+)?(?:{_LWORD}|\d{{1,3}}(?:st|nd|rd|th))"
-    rf"(?:[ \t]+{_LWORD}){{0,3}}?[ \t]+{_US_SUFFIX}\b\.?(?:[ \t]+(?:nw|ne|sw|se|n|s|e|w)\b)?(?P<tr>(?:{_TRAILER}){{1,5}})",
+    rf"(?:[ \t]+{_LWORD}){{0,2}}?[ \t]+{_US_LC_SUFFIX}\b\.?(?:[ \t]+(?:nw|ne|sw|se|n|s|e|w)\b)?(?P<tr>(?:{_TRAILER}){{1,5}})",
     re.I)
 # Ecuador: "9 de Octubre 1530 entre Escobedo y Córdova", "Boyacá 1234 y Junín"
 _ENTRE_HINT = re.compile(r"[0-9][a-z]?[ \t]+(?:entre|y|esq)\b")  # on lower-cased text: a house number, then ...
@@ -219,16 +221,22 @@ class AddressDetector(Detector):
             # every other shape holds a number; only "Dirección: Campo de Melo" may not
             return _outermost(out + self._clauses(ctx, "addr.strong", out, weak=False))
         last = -1
+        lc_scanned = 0
         for s, _ in hits.get("addr.us", ()):
             if s > last and _DIGIT.search(text, max(0, s - 50), s):
                 for m in _US_RE.finditer(text, max(0, s - 50, last), min(n, s + 90)):
                     out.append(self._span(m))
                     last = m.end()
-                if s > last and text[s].islower():
-                    for m in _US_LC_RE.finditer(text, max(0, s - 50, last), min(n, s + 90)):
-                        if not ctx.overlaps(m.start(), m.start() + 1):
+                if s > last and s >= lc_scanned and text[s].islower():
+                    # (windows never overlap: each stretch of text is tried once)
+                    a, b = max(0, s - 50, last, lc_scanned), min(n, s + 90)
+                    for m in _US_LC_RE.finditer(text, a, b):
+                        # a unit, a house or ZIP number in the trailer: "200 cases by the fastest way, please" is none
+                        if not ctx.overlaps(m.start(), m.start() + 1) and _DIGIT.search(m.group("tr")) \
+                                and notation_at(lower, m.start()) is None:
                             out.append(self._span(m))
                             last = m.end()
+                    lc_scanned = b
         for a, b in eu:   # (a scan of the whole text would cost a long message a third of a millisecond)
             out.extend(self._span(m) for m in _EU_RE.finditer(text, a, b) if not ctx.overlaps(m.start(), m.start() + 1))
         for s, _ in hits.get("addr.km", ()):
@@ -258,7 +266,11 @@ class AddressDetector(Detector):
                 a = max(0, cs - 60)
                 while a > 0 and not text[a - 1].isspace():
                     a -= 1   # from a word's start
-                out.append((a, min(len(text), ce + 40)))
+                b = min(len(text), ce + 40)
+                if out and a <= out[-1][1]:
+                    out[-1] = (out[-1][0], b)   # overlapping windows merge: each stretch scanned once
+                else:
+                    out.append((a, b))
         return out
 
     def _intersections(self, ctx: Context) -> list[Span]:

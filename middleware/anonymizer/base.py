@@ -307,6 +307,21 @@ def union_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _insert_range(ranges: list[tuple[int, int]], r: tuple[int, int]) -> None:
+    """Merge ``r`` into sorted, disjoint ``ranges`` in place (a whole re-sort per span made
+    resolving a message of hundreds of spans quadratic)."""
+    s, e = r
+    i = bisect_right(ranges, (s, e))
+    if i > 0 and ranges[i - 1][1] >= s:   # touches the one before
+        i -= 1
+        s = ranges[i][0]
+    j = i
+    while j < len(ranges) and ranges[j][0] <= e:
+        e = max(e, ranges[j][1])
+        j += 1
+    ranges[i:j] = [(s, max(e, ranges[i][1]) if i < j else e)]
+
+
 def subtract(start: int, end: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``[start, end)`` minus sorted, non-overlapping ``ranges``."""
     out: list[tuple[int, int]] = []
@@ -392,7 +407,8 @@ def resolve(spans: list[Span], ctx: Context) -> list[Span]:
         group = next((g for s, e, t, g in seen if t == sp.type and s < sp.end and sp.start < e), len(seen))
         seen.append((sp.start, sp.end, sp.type, group))
         painted.extend((s, e, sp.type, sp.priority, group) for s, e in new)
-        taken = union_ranges(taken + new)
+        for r in new:
+            _insert_range(taken, r)
     painted.sort()
     out: list[tuple[int, int, str, int, int]] = []
     for s, e, t, p, g in painted:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # Bump whenever what is detected changes: stored records carry it, so a re-run can find the
 # records an older detector wrote.
-DETECTOR_VERSION = "1.0"
+DETECTOR_VERSION = "1.1"   # 1.1: 2026-12-04, formats beyond the dev set (names, IDs, accounts, addresses)
 
 Profile = Literal["default", "strict"]
 _NUMBER_TYPES = frozenset(("PHONE", "ACCOUNT", "ID"))

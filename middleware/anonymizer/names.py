@@ -166,7 +166,6 @@ def _after_punct(text: str, i: int) -> int:
         while i < n and text[i] in " \t":
             i += 1
     return i
-_LABEL_AFTER = re.compile(r"[ \t]*:(?![/\d])")
 _ANGLE_EMAIL = re.compile(r"(?:\(\s*)?[<‹«\[]\s*(?:mailto:)?[^\s<>‹›@\[\]]+@[^\s<>‹›@\[\]]+\s*[>›»\]]")
 _SPEAKER_LINE = re.compile(r"(?m)^[ \t]*(?P<who>([A-ZÁÉÍÓÚÑ][^\W\d_]+)(?:[ \t][A-ZÁÉÍÓÚÑ][^\W\d_]+){0,2}):[ \t]+\S")
 _CHAT_LINE = re.compile(
@@ -213,7 +212,7 @@ def lexicon() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         words = (DATA / name).read_text(encoding="utf-8").split()
         return frozenset(fold(w) for w in words if w)
     # the names of trade documents ("Partida arancelaria", "Booking", "Lote") are no names either
-    docs = {fold(w) for w in KEYWORDS["doc"] if " " not in w and w.isalpha()}
+    docs = {fold(w) for w in KEYWORDS["doc"] + KEYWORDS["doc_weak"] if " " not in w and w.isalpha()}
     return load("first_names.txt"), load("surnames.txt"), load("common_words.txt") | {fold(w) for w in ORG_WORDS} | docs
 
 
@@ -393,8 +392,6 @@ class NameDetector(Detector):
             return None   # "saludos, manden fotos": lower-case words after a closing are no name unless listed
         if _COMPANY_AFTER.match(text, end):
             return None   # "Cantábrico S.L.", "Ocean Harvest LLC": a company, not a person
-        if _LABEL_AFTER.match(text, end) and words == 1:
-            return None   # "Telefone: ...", "Tax ID: ...": a field's label
         if not known:
             after = _TOKEN.match(text, end)
             if after and after.start(1) - end <= 2 and fold(after.group(1)) in UNIT_WORDS:
@@ -545,7 +542,7 @@ class NameDetector(Detector):
                 continue
             lo, hi = i, i + 1
             # the name words next to the pair: "Ana Carolina Melo", "Carlota Eugenia Alemán Vega"
-            while lo > 0 and text[spans[lo - 1][1]:spans[lo][0]] == " " and word_kind(words[lo - 1]) == "known":
+            while lo > 0 and i - lo < 2 and text[spans[lo - 1][1]:spans[lo][0]] == " " and word_kind(words[lo - 1]) == "known":
                 lo -= 1
             while hi + 1 < n and hi - lo < 4 and text[spans[hi][1]:spans[hi + 1][0]] == " " \
                     and word_kind(words[hi + 1]) == "known":

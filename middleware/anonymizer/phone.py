@@ -176,6 +176,13 @@ class PhoneDetector(Detector):
             return 1 if any(n in r.lengths for r in (*mine, *others)) else 0
         return 0
 
+    def valid_number(self, digits: str) -> bool:
+        """A valid phone number of the configured regions (or any, after '+'/'00'): digits only,
+        with a leading '+' when it is written."""
+        plus = digits.startswith("+")
+        d = digits.lstrip("+")
+        return 7 <= len(d) <= 15 and d.isdigit() and self._grade(d, plus, False) == 2
+
     def _grade(self, d: str, plus: bool, intl_hint: bool) -> int:
         """2 valid, 1 possible (or plausibly international), 0 not a phone number."""
         if plus or d.startswith("00"):
@@ -273,9 +280,10 @@ class PhoneDetector(Detector):
         leftover: list[int] = []
         while i < n:
             found = False
-            total = sum(len(x) for x in digits[i:])
-            for j in range(n, i, -1):
-                if j < n:
+            top = min(n, i + 15)   # a window holds at most 15 digits, so at most 15 groups: linear, not quadratic
+            total = sum(len(x) for x in digits[i:top])
+            for j in range(top, i, -1):
+                if j < top:
                     total -= len(digits[j])
                 if total > 15:
                     continue

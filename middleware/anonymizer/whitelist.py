@@ -19,6 +19,7 @@ from stdnum import luhn
 from .account import iban_valid
 from .base import PLACEHOLDER_RE, Context, trie_regex, union_ranges
 from .ids import id_shape
+from .phone import PhoneDetector
 
 log = logging.getLogger("tuneloop.anonymizer")
 
@@ -90,30 +91,33 @@ _AFTER = {
 _SYMBOLS = ("$", "€", "£")
 _CARD_LAYOUT = re.compile(r"^\D*(?:\d{4}[ \-]?){3}\d{1,7}$|^\D*\d{4}[ \-]?\d{6}[ \-]?\d{4,5}$")
 _WORD_AFTER = tuple(("wl." + k, _AFTER[k]) for k in ("month", "weekday"))
-_DIGIT_AFTER = tuple(("wl." + k, _AFTER[k]) for k in ("doc", "currency", "grade"))
+_DIGIT_AFTER = tuple(("wl." + k, _AFTER[k if k != "doc_weak" else "doc"]) for k in ("doc", "doc_weak", "currency", "grade"))
 KEYWORDS: dict[str, list[str]] = {
     "doc": ["proforma", "pro-forma", "pi", "p.i.", "po", "p.o.", "oc", "o/c", "orden", "orden de compra", "order",
             "pedido", "lote", "lot", "contrato", "contract", "invoice", "inv", "factura", "booking", "bkg", "bl",
             "b/l", "awb", "container", "contenedor", "cont", "seal", "sello", "precinto", "ref", "referencia",
             "reference", "cotización", "cotizacion", "quote", "tracking", "dae", "dua", "hs", "sku",
-            # couriers, vouchers, registrations, customs: numbers that identify a shipment or a
-            # payment, not a person (a valid phone number's shape is common among them)
-            "dhl", "fedex", "ups", "tnt", "usps", "guía", "guia", "waybill", "air waybill", "airway bill",
-            "comprobante", "comprovante", "voucher", "recibo", "receipt", "transacción", "transaccion",
-            "transaction", "operación", "operacion", "fda", "registro", "registration", "reg", "planta", "plant",
-            "establecimiento", "establishment", "approval", "aprobación", "aprobacion", "partida", "subpartida",
-            "ncm", "hts", "hs code", "tariff", "arancel", "batch", "certificado", "certificate", "cert",
-            "folio", "expediente", "ticket", "pedimento", "manifiesto", "manifest", "imo", "voyage", "viaje",
-            "vuelo", "flight", "mbl", "hbl", "nota de crédito", "nota de credito", "credit note", "debit note",
-            "guía de remisión", "guia de remision", "nota fiscal", "nf", "nfe", "sif", "despacho", "reserva",
+            # waybills, registrations, customs: numbers that identify a shipment or a payment
+            "guía", "guia", "waybill", "air waybill", "airway bill", "voucher", "fda", "partida", "subpartida",
+            "ncm", "hts", "hs code", "tariff", "arancel", "batch", "certificado", "certificate",
+            "folio", "expediente", "pedimento", "manifiesto", "manifest", "imo", "voyage",
+            "mbl", "hbl", "nota de crédito", "nota de credito", "credit note", "debit note",
+            "guía de remisión", "guia de remision", "nota fiscal", "nfe", "reserva",
             "reservation", "release", "release number", "liberación", "liberacion", "refrendo", "certificate of origin",
             "certificado de origen", "certificado sanitario", "health certificate", "carta de crédito",
             "carta de credito", "letter of credit", "l/c", "lc", "ffr", "rastreio", "rastreo", "orden de compra",
             "purchase order", "sales order", "orden de venta", "contract no", "order no", "taric", "referência",
-            "co", "c/o no", "hc", "bl no", "b/l no", "awb no",
+            "c/o no", "bl no", "b/l no", "awb no",
             # carriers' bill-of-lading prefixes: "MAEU 256530612"
             "maeu", "medu", "mscu", "hlcu", "cmdu", "oolu", "cosu", "oney", "eglv", "zimu", "hdmu", "ymlu", "sudu",
             "aplu", "whlc", "smlu", "exdo", "ckll", "sitc", "wanhai", "pcsl"],
+    # Words a person's phone number may follow as well ("el chofer de DHL 0991234567", "mi contacto en
+    # la planta 0991234567"): their number is kept only when it is not written the way people write
+    # their own (a valid number with its 0, + or 00), and no phone cue stands just before.
+    "doc_weak": ["dhl", "fedex", "ups", "tnt", "usps", "comprobante", "comprovante", "recibo", "receipt",
+                 "transacción", "transaccion", "transaction", "operación", "operacion", "registro", "registration",
+                 "reg", "planta", "plant", "establecimiento", "establishment", "approval", "aprobación",
+                 "aprobacion", "cert", "ticket", "viaje", "vuelo", "flight", "nf", "sif", "despacho", "co", "hc"],
     "month": ("enero febrero marzo abril mayo junio julio agosto septiembre setiembre octubre noviembre diciembre "
               "janeiro fevereiro março maio junho julho setembro outubro novembro dezembro january february march "
               "april may june july august september october november december ene feb mar abr jun jul ago sep "
@@ -177,6 +181,7 @@ class Whitelist:
         self._user = re.compile("|".join(user)) if user else None
 
         # keep values: literal occurrences are protected; numbers also in any other grouping
+        self._phones = PhoneDetector(regions)
         self._keep: set[str] = set()
         self._keep_lower: set[str] = set()
         self.keep_digits: set[str] = set()
@@ -266,7 +271,12 @@ class Whitelist:
         for tag, after in _DIGIT_AFTER:
             for s, e in hits.get(tag, ()):
                 c = after.match(lower, e)
-                if c and not (tag == "wl.doc" and sum(map(str.isdigit, c.group())) >= 6 and _proven_pii(_doc_number(c.group()))):
+                if not c:
+                    continue
+                if tag == "wl.doc_weak" and self._personal_phone(ctx, s, _doc_number(c.group())):
+                    continue
+                if not (tag in ("wl.doc", "wl.doc_weak") and sum(map(str.isdigit, c.group())) >= 6
+                        and _proven_pii(_doc_number(c.group()))):
                     ranges.append((s, c.end()))
         if ctx.max_digits >= 5:
             self._digit_led(ctx, ranges)
@@ -280,6 +290,14 @@ class Whitelist:
                     ranges.append(c.span())
                 i = text.find(sym, i + 1)
         return union_ranges(ranges) if ranges else ranges
+
+    def _personal_phone(self, ctx: Context, cue_start: int, number: str) -> bool:
+        """After an ambiguous document word: a number written as people write their own phone
+        (valid, with its 0, + or 00), or one a phone cue stands just before."""
+        if ctx.hits.get("phone.cue") and any(cue_start - 25 <= e <= cue_start for _, e in ctx.hits["phone.cue"]):
+            return True
+        digits = "".join(ch for ch in number if ch.isdigit() or ch == "+")
+        return digits[:1] in ("0", "+") and self._phones.valid_number(digits)
 
     @staticmethod
     def _digit_led(ctx: Context, ranges: list[tuple[int, int]]) -> None:
