@@ -274,7 +274,6 @@ class NameDetector(Detector):
             for form in (keyword_form(k), fold(keyword_form(k))):
                 self._cue_info[form] = (v, fold(form) in closings, form in GREETINGS, colon)
         self._cue_words = list(self._cue_info)
-        self._honorifics = frozenset(HONORIFICS) | frozenset(h.upper() for h in HONORIFICS)
 
     def keywords(self) -> dict[str, Iterable[str]]:
         if not self.enabled:
@@ -424,7 +423,7 @@ class NameDetector(Detector):
             return out
         for s, e in hits.get("name.hon", ()):
             # titles count capitalized, before a dot or a space: "Sr. Valadez", "Mr Price"
-            if text[s:e] in self._honorifics and e < len(text) and text[e] in ". \t":
+            if text[s:e] in _HONORIFIC_SET and e < len(text) and text[e] in ". \t":
                 r = self._read(ctx, e + 1 if text[e] == "." else e, STRONG)
                 if r:
                     out.append(self._name_span(ctx, r))
@@ -487,7 +486,7 @@ class NameDetector(Detector):
     def _listed_at(text: str, pos: int) -> bool:
         """A listed first name (not also a common word) at ``pos``: "hola piero", not "hola hagan"."""
         t = _TOKEN.match(text, pos)
-        return t is not None and word_kind(t.group(1)) == "known" and fold(t.group(1)) in lexicon()[0]
+        return t is not None and is_first_name(t.group(1))
 
     @staticmethod
     def _name_span(ctx: Context, r: tuple[int, int, bool]) -> Span:
